@@ -1,0 +1,1 @@
+"""Shared helpers of the Oh-LoRA scripts: data, models, training, inference, logs."""

@@ -1,0 +1,44 @@
+"""What every script does at its edges: one clear line and exit code 2 for bad input."""
+
+import argparse
+import sys
+from collections.abc import Callable
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad file, bad option): shown as one line, no traceback."""
+
+
+def run_main(main: Callable[[], int | None]) -> None:
+    """Run a script's main; a UserError becomes `error: ...` on stderr and exit code 2."""
+    try:
+        code = main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value

@@ -1,0 +1,118 @@
+"""The persona dataset: load and validate the CSV, and turn rows into prompt/completion pairs."""
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import Dataset
+
+from llm.common.cli import UserError
+from llm.common.markers import build_completion, build_prompt, split_memory_tag
+
+REPO_LLM_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_DATASET = REPO_LLM_DIR / "OhLoRA_fine_tuning.csv"
+REQUIRED_COLUMNS = ("data_type", "input_data", "output_data", "output_message", "memory")
+DATA_TYPES = ("train", "valid")
+
+
+class DatasetError(UserError):
+    """The dataset file cannot be used as it is."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One dataset row; `output_data` is empty for valid rows that are only test prompts."""
+
+    input_data: str
+    output_data: str
+    memory: str
+
+    @property
+    def prompt(self) -> str:
+        return build_prompt(self.input_data)
+
+    @property
+    def completion(self) -> str:
+        return build_completion(self.output_data)
+
+
+@dataclass(frozen=True)
+class Splits:
+    path: Path
+    train: list[Example]
+    valid: list[Example]
+
+    @property
+    def valid_with_answers(self) -> list[Example]:
+        """Valid rows that can be scored by the eval loss."""
+        return [example for example in self.valid if example.output_data]
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    if not path.is_file():
+        raise DatasetError(f"{path}: dataset file not found")
+    try:
+        # utf-8-sig also strips a BOM, as Excel writes one.
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    header = [name.strip() for name in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    try:
+        return header, list(reader)
+    except csv.Error as error:
+        raise DatasetError(f"{path}: not a readable CSV file ({error})") from None
+
+
+def load_splits(path: str | Path = DEFAULT_DATASET) -> Splits:
+    """Read the dataset CSV, check every row, and return its train and valid examples.
+
+    Extra columns (an unnamed index column, anything unknown) are ignored.
+    """
+    path = Path(path)
+    header, rows = _read_rows(path)
+    if not header:
+        raise DatasetError(f"{path}: the file is empty")
+    missing = [column for column in REQUIRED_COLUMNS if column not in header]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}")
+
+    splits: dict[str, list[Example]] = {data_type: [] for data_type in DATA_TYPES}
+    for line_number, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{path}: row {line_number}"
+        if None in row:
+            raise DatasetError(f"{where}: more cells than columns (an unquoted comma?)")
+        cells = {column: (row.get(column) or "").strip() for column in REQUIRED_COLUMNS}
+        data_type = cells["data_type"]
+        if data_type not in DATA_TYPES:
+            raise DatasetError(f"{where}: data_type {data_type!r} is not 'train' or 'valid'")
+        if not cells["input_data"]:
+            raise DatasetError(f"{where}: input_data is empty")
+        output_data, memory = cells["output_data"], cells["memory"]
+        if data_type == "train" and not output_data:
+            raise DatasetError(f"{where}: a train row needs output_data")
+        if output_data:
+            tag, message = split_memory_tag(output_data)
+            if memory and tag != memory:
+                raise DatasetError(f"{where}: memory {memory!r} is not the leading tag of output_data")
+            if not memory and tag is not None:
+                raise DatasetError(f"{where}: output_data starts with tag {tag!r} but memory is empty")
+            if cells["output_message"] and cells["output_message"] != message:
+                raise DatasetError(f"{where}: output_message is not output_data without its memory tag")
+        elif memory or cells["output_message"]:
+            raise DatasetError(f"{where}: memory/output_message given but output_data is empty")
+        splits[data_type].append(Example(cells["input_data"], output_data, memory))
+
+    for data_type in DATA_TYPES:
+        if not splits[data_type]:
+            raise DatasetError(f"{path}: no '{data_type}' rows")
+    return Splits(path, splits["train"], splits["valid"])
+
+
+def to_prompt_completion(examples: list[Example]) -> Dataset:
+    """A datasets.Dataset of prompt/completion pairs, the format TRL masks to completion-only loss."""
+    return Dataset.from_dict({
+        "prompt": [example.prompt for example in examples],
+        "completion": [example.completion for example in examples],
+    })

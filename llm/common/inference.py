@@ -1,0 +1,98 @@
+"""Answering prompts: batched generation that stops at the end marker and retries empty answers."""
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from llm.common.markers import ANSWER_END, build_prompt, split_memory_tag
+
+MAX_LENGTH = 80  # tokens per sequence, prompt included, as in the original experiments
+MIN_NEW_TOKENS = 8  # so that a prompt near MAX_LENGTH still gets a chance to answer
+DEFAULT_MAX_TRIALS = 5
+DEFAULT_BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Answer:
+    user_input: str
+    text: str  # markers stripped; a leading memory tag is kept
+    trials: int  # generations it took (more than 1 when earlier answers were empty)
+    output_tokens: int  # tokens generated in the last trial
+    stopped: bool  # ended with the end marker or EOS, not at the length limit
+
+    @property
+    def is_empty(self) -> bool:
+        return not split_memory_tag(self.text)[1]
+
+
+def _decode_answer(tokenizer: PreTrainedTokenizerBase, new_tokens: list[int]) -> tuple[str, int, bool]:
+    """(answer text, tokens generated, stopped) from the tokens generated after the prompt."""
+    stop_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    length = next((i for i, token in enumerate(new_tokens) if token in stop_ids), None)
+    ended_by_eos = length is not None
+    tokens = new_tokens if length is None else new_tokens[:length]
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    marker_at = text.find(ANSWER_END)
+    if marker_at >= 0:
+        return text[:marker_at].strip(), len(tokens), True
+    return text.strip(), len(tokens), ended_by_eos
+
+
+@torch.no_grad()
+def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+                    temperature: float | None, max_length: int) -> list[tuple[str, int, bool]]:
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+    prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
+    # Each prompt gets its own budget, so an answer does not depend on the batch it landed in.
+    budgets = [max(max_length - length, MIN_NEW_TOKENS) for length in prompt_lengths]
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} \
+        if temperature else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
+    output = model.generate(
+        **encoded,
+        max_new_tokens=max(budgets),
+        stop_strings=[ANSWER_END],
+        tokenizer=tokenizer,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **sampling,
+    )
+    new_tokens = output[:, encoded["input_ids"].shape[1]:].tolist()
+    return [_decode_answer(tokenizer, tokens[:budget]) for tokens, budget in zip(new_tokens, budgets)]
+
+
+def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user_inputs: list[str], *,
+                     temperature: float | None = None, max_length: int = MAX_LENGTH,
+                     batch_size: int = DEFAULT_BATCH_SIZE, max_trials: int = DEFAULT_MAX_TRIALS,
+                     progress: str | None = None) -> list[Answer]:
+    """Answer every input, in batches of similar length; sample at `temperature`, or greedy when None.
+
+    Empty answers are generated again (sampling only: greedy would repeat them) up to `max_trials`.
+    """
+    was_training = model.training
+    model.eval()
+    prompts = [build_prompt(user_input) for user_input in user_inputs]
+    lengths = [len(tokenizer(prompt)["input_ids"]) for prompt in prompts]
+    results: dict[int, tuple[str, int, bool]] = {}
+    trials = [0] * len(prompts)
+    pending = sorted(range(len(prompts)), key=lambda i: lengths[i])
+    bar = tqdm(total=len(prompts), desc=progress, disable=progress is None, leave=False)
+    while pending:
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start:start + batch_size]
+            outputs = _generate_batch(model, tokenizer, [prompts[i] for i in batch], temperature, max_length)
+            for index, output in zip(batch, outputs):
+                results[index] = output
+                trials[index] += 1
+        answered = {i for i in pending if split_memory_tag(results[i][0])[1]}
+        retry_allowed = temperature is not None
+        still_pending = [i for i in pending if i not in answered and retry_allowed and trials[i] < max_trials]
+        bar.update(len(pending) - len(still_pending))
+        pending = still_pending
+    bar.close()
+    model.train(was_training)
+    return [
+        Answer(user_inputs[i], results[i][0], trials[i], results[i][1], results[i][2])
+        for i in range(len(prompts))
+    ]

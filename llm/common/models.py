@@ -1,0 +1,295 @@
+"""Base models: what each one is (ModelSpec), loading local weights, and the built-in tiny stand-ins."""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    Gemma2Config,
+    GPTNeoXConfig,
+    PreTrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
+
+from llm.common.cli import UserError
+from llm.common.data import REPO_LLM_DIR, Splits
+
+MODELS_DIR = REPO_LLM_DIR / "models"
+# Tests point this elsewhere so that they never touch the user's llm/models/.
+TINY_CACHE_DIR = Path(os.environ.get("OHLORA_TINY_CACHE", MODELS_DIR / "tiny"))
+TINY_SEED = 20250218
+TINY_VOCAB_SIZE = 2000
+TINY_CONTEXT = 256
+# With the default init (std 0.02) the final LayerNorm caps a random readout's logits near 2.6, so LoRA
+# could never make the stand-in confident; a 10x readout lifts the cap (measured: README, tiny model).
+TINY_READOUT_SCALE = 10.0
+
+
+class ModelFolderError(UserError):
+    """A weights folder exists but cannot be used."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that differs between the two base models; the pipeline reads the rest from here."""
+
+    name: str
+    display_name: str
+    architecture: str  # config.json model_type
+    model_dir: Path
+    adapter_dir: Path
+    logs_dir: Path
+    lora_targets: tuple[str, ...]
+    full_config: dict  # the real model's shape, for measurements at full size without weights
+    tiny_config: dict
+    special_tokens: dict[str, str]
+    load_kwargs: dict = field(default_factory=dict)
+
+    def config_class(self) -> type[PreTrainedConfig]:
+        return {"gpt_neox": GPTNeoXConfig, "gemma2": Gemma2Config}[self.architecture]
+
+
+POLYGLOT = ModelSpec(
+    name="polyglot",
+    display_name="Polyglot-Ko 1.3B",
+    architecture="gpt_neox",
+    model_dir=MODELS_DIR / "polyglot_original",
+    adapter_dir=MODELS_DIR / "polyglot_fine_tuned",
+    logs_dir=REPO_LLM_DIR / "fine_tuning" / "fine_tuning_logs_polyglot",
+    lora_targets=("query_key_value",),
+    # EleutherAI/polyglot-ko-1.3b: 24 layers, d_model 2048, d_ff 8192, 16 heads of 128, rotary on 64 dims.
+    full_config=dict(
+        vocab_size=30080, hidden_size=2048, num_hidden_layers=24, num_attention_heads=16,
+        intermediate_size=8192, max_position_embeddings=2048,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+        use_parallel_residual=True, tie_word_embeddings=False, bos_token_id=0, eos_token_id=2,
+    ),
+    tiny_config=dict(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
+        max_position_embeddings=TINY_CONTEXT,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+        use_parallel_residual=True, tie_word_embeddings=False,
+    ),
+    special_tokens={"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "pad_token": "<|pad|>"},
+)
+
+GEMMA = ModelSpec(
+    name="gemma",
+    display_name="Gemma-2 2B",
+    architecture="gemma2",
+    model_dir=MODELS_DIR / "original",
+    adapter_dir=MODELS_DIR / "fine_tuned",
+    logs_dir=REPO_LLM_DIR / "fine_tuning" / "fine_tuning_logs",
+    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    # google/gemma-2-2b: 26 layers, d_model 2304, d_ff 9216, 8 query / 4 key-value heads of 256.
+    full_config=dict(
+        vocab_size=256000, hidden_size=2304, num_hidden_layers=26, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=256, intermediate_size=9216, max_position_embeddings=8192,
+        sliding_window=4096, query_pre_attn_scalar=256, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    ),
+    tiny_config=dict(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+        intermediate_size=512, max_position_embeddings=TINY_CONTEXT, sliding_window=TINY_CONTEXT,
+        query_pre_attn_scalar=32,
+    ),
+    special_tokens={"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"},
+    # Gemma-2's attention soft-capping is only exact in the eager implementation.
+    load_kwargs={"attn_implementation": "eager"},
+)
+
+SPECS = {spec.name: spec for spec in (POLYGLOT, GEMMA)}
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    model_dir: Path
+    is_tiny: bool
+
+
+def pick_device() -> tuple[str, torch.dtype]:
+    """The GPU if there is one (bf16 where it supports it, else fp32), otherwise the CPU in fp32."""
+    if torch.cuda.is_available():
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    return "cpu", torch.float32
+
+
+def folder_is_empty(path: Path) -> bool:
+    """True when the folder is absent or holds nothing but hidden files."""
+    return not path.is_dir() or not any(not child.name.startswith(".") for child in path.iterdir())
+
+
+def check_model_folder(spec: ModelSpec, model_dir: Path) -> None:
+    """Stop with a message naming the missing or bad file, before transformers tries to load it."""
+    config_path = model_dir / "config.json"
+    if not config_path.is_file():
+        raise ModelFolderError(f"{model_dir}: config.json is missing (see llm/models/README.md for the file list)")
+    try:
+        model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise ModelFolderError(f"{config_path}: not a valid JSON config") from None
+    if model_type != spec.architecture:
+        raise ModelFolderError(
+            f"{config_path}: model_type {model_type!r}, but {spec.display_name} needs {spec.architecture!r}"
+        )
+
+    index_path = model_dir / "model.safetensors.index.json"
+    if index_path.is_file():
+        try:
+            shard_names = sorted(set(json.loads(index_path.read_text(encoding="utf-8"))["weight_map"].values()))
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+            raise ModelFolderError(f"{index_path}: not a valid safetensors index (no weight_map)") from None
+    elif (model_dir / "model.safetensors").is_file():
+        shard_names = ["model.safetensors"]
+    elif any(model_dir.glob("*.bin")):
+        raise ModelFolderError(
+            f"{model_dir}: only pickled .bin weights found; download the .safetensors files instead"
+        )
+    else:
+        raise ModelFolderError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
+    for shard_name in shard_names:
+        shard_path = model_dir / shard_name
+        if not shard_path.is_file():
+            raise ModelFolderError(f"{shard_path}: listed in {index_path.name} but missing")
+        try:
+            with safe_open(str(shard_path), framework="pt"):
+                pass  # opening parses the header: enough to catch a truncated or foreign file
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ModelFolderError(f"{shard_path}: corrupt safetensors file ({error})") from None
+
+    if not (model_dir / "tokenizer.json").is_file() and not (model_dir / "tokenizer.model").is_file():
+        raise ModelFolderError(f"{model_dir}: tokenizer.json (or tokenizer.model) is missing")
+
+
+def load_local(spec: ModelSpec, model_dir: Path, device: str, dtype: torch.dtype) -> LoadedModel:
+    """Load weights and tokenizer from a folder in the Hugging Face layout; never runs remote code."""
+    check_model_folder(spec, model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+        model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=dtype, trust_remote_code=False, use_safetensors=True, **spec.load_kwargs
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFolderError(f"{model_dir}: cannot load ({first_line})") from None
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+        raise ModelFolderError(
+            f"{model_dir}: the tokenizer has {len(tokenizer)} tokens but the model only "
+            f"{model.get_input_embeddings().num_embeddings} embeddings; tokenizer and weights do not match"
+        )
+    prepare_tokenizer(tokenizer)
+    return LoadedModel(model.to(device), tokenizer, model_dir, is_tiny=False)
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
+    """Settings the pipeline relies on, for real and tiny tokenizers alike."""
+    # Polyglot's tokenizer also returns token_type_ids, which GPT-NeoX's forward does not take.
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"  # decoder-only generation pads on the left
+
+
+def _dataset_texts(splits: Splits) -> list[str]:
+    examples = splits.train + splits.valid
+    return [example.prompt + example.completion for example in examples]
+
+
+def build_tiny_tokenizer(spec: ModelSpec, texts: list[str]) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on the dataset: the same kind Polyglot-Ko and GPT-2 use."""
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    special = list(dict.fromkeys(spec.special_tokens.values()))
+    trainer = trainers.BpeTrainer(
+        vocab_size=TINY_VOCAB_SIZE, special_tokens=special,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    bpe.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, model_max_length=TINY_CONTEXT, **spec.special_tokens)
+
+
+def build_tiny_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    """A randomly initialised model of the spec's architecture, small enough to train on 2 CPU cores."""
+    config = spec.config_class()(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        **spec.tiny_config,
+    )
+    torch.manual_seed(TINY_SEED)
+    model = AutoModelForCausalLM.from_config(config, **spec.load_kwargs)
+    if not config.tie_word_embeddings:
+        with torch.no_grad():
+            model.get_output_embeddings().weight.mul_(TINY_READOUT_SCALE)
+    return model
+
+
+def save_in_hub_layout(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, folder: Path,
+                       max_shard_size: str | int = "5GB") -> None:
+    """Save like the Hugging Face repos: config, (sharded) safetensors with index, tokenizer files."""
+    model.save_pretrained(folder, safe_serialization=True, max_shard_size=max_shard_size)
+    tokenizer.save_pretrained(folder)
+
+
+def tiny_model_dir(spec: ModelSpec, splits: Splits) -> Path:
+    """The cache folder of the tiny model, keyed by everything that shapes it: dataset, config, seed, scale."""
+    recipe = json.dumps([spec.tiny_config, spec.special_tokens, TINY_SEED, TINY_VOCAB_SIZE, TINY_READOUT_SCALE],
+                        sort_keys=True)
+    digest = hashlib.sha256("\n".join([recipe, *_dataset_texts(splits)]).encode("utf-8")).hexdigest()[:12]
+    return TINY_CACHE_DIR / f"{spec.name}-{digest}"
+
+
+def ensure_tiny_model(spec: ModelSpec, splits: Splits) -> Path:
+    """Build (once, deterministically) and cache the tiny stand-in; return its folder."""
+    folder = tiny_model_dir(spec, splits)
+    if (folder / "config.json").is_file():
+        return folder
+    tokenizer = build_tiny_tokenizer(spec, _dataset_texts(splits))
+    model = build_tiny_model(spec, tokenizer)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        save_in_hub_layout(model, tokenizer, staging)
+        staging.rename(folder)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (folder / "config.json").is_file():  # another process may have won the race
+            raise
+    return folder
+
+
+def load_base_model(spec: ModelSpec, model_dir: Path, splits: Splits, device: str,
+                    dtype: torch.dtype) -> LoadedModel:
+    """Real weights when the folder has files; the tiny stand-in when it is absent or empty."""
+    if not folder_is_empty(model_dir):
+        return load_local(spec, model_dir, device, dtype)
+    loaded = load_local(spec, ensure_tiny_model(spec, splits), device, dtype)
+    loaded.is_tiny = True
+    return loaded
+
+
+def tiny_notice(spec: ModelSpec, model_dir: Path, tiny_dir: Path) -> str:
+    """The loud notice printed (and logged) whenever a run uses the stand-in."""
+    bar = "!" * 78
+    return (
+        f"{bar}\n"
+        f"!! NOTICE: no {spec.display_name} weights in {model_dir}\n"
+        f"!! Running on a TINY RANDOMLY INITIALISED {spec.architecture} stand-in built by this project\n"
+        f"!! ({tiny_dir}). The pipeline is real; the answers are not Oh-LoRA's.\n"
+        f"!! Put the downloaded weights in {model_dir} (see llm/models/README.md) for a real run.\n"
+        f"{bar}"
+    )

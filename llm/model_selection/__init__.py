@@ -1,0 +1,1 @@
+"""Model selection: candidate base models and the metrics that compare their answers."""

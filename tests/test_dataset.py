@@ -1,0 +1,160 @@
+"""The persona dataset file itself, and the loader's checks of good and bad files."""
+
+import csv
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import DATASET, REPO, dataset_rows, write_csv
+from llm.common.cli import run_main
+from llm.common.data import REQUIRED_COLUMNS, DatasetError, load_splits
+from llm.common.korean import hangul_ratio
+from llm.common.markers import parse_memory_tag, split_memory_tag
+from llm.common.models import POLYGLOT
+from llm.common.pipeline import fine_tune
+
+CATEGORIES = REPO / "llm" / "OhLoRA_fine_tuning_categories.csv"
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[dict[str, str]]:
+    return dataset_rows()
+
+
+def test_columns_are_exactly_the_documented_ones():
+    with DATASET.open(encoding="utf-8", newline="") as handle:
+        assert next(csv.reader(handle)) == list(REQUIRED_COLUMNS)
+
+
+def test_split_sizes(rows):
+    assert Counter(row["data_type"] for row in rows) == {"train": 360, "valid": 60}
+
+
+def test_no_prompt_is_repeated_or_shared_between_splits(rows):
+    inputs = Counter(row["input_data"] for row in rows)
+    assert [text for text, count in inputs.items() if count > 1] == []
+    normalised = lambda text: re.sub(r"\W", "", text)  # noqa: E731 - also catch copies that differ in punctuation
+    train = {normalised(row["input_data"]) for row in rows if row["data_type"] == "train"}
+    assert [row["input_data"] for row in rows if row["data_type"] == "valid" and normalised(row["input_data"]) in train] == []
+
+
+def test_memory_is_the_leading_tag_of_the_answer(rows):
+    for row in rows:
+        tag, message = split_memory_tag(row["output_data"])
+        assert (tag or "") == row["memory"], row
+        assert message == row["output_message"], row
+        if row["memory"]:
+            assert parse_memory_tag(row["memory"]) is not None, row
+
+
+def test_every_answer_is_mostly_hangul(rows):
+    low = [(row["output_message"], round(hangul_ratio(row["output_message"]), 2)) for row in rows
+           if hangul_ratio(row["output_message"]) < 0.7]
+    assert low == []
+
+
+@pytest.mark.parametrize("data_type, minimum", [("train", 60), ("valid", 8)])
+def test_answers_that_store_a_memory(rows, data_type, minimum):
+    assert sum(bool(row["memory"]) for row in rows if row["data_type"] == data_type) >= minimum
+
+
+@pytest.mark.parametrize("data_type, minimum", [("train", 30), ("valid", 8)])
+def test_prompts_that_carry_a_retrieved_memory(rows, data_type, minimum):
+    retrieved = [row for row in rows if row["data_type"] == data_type and split_memory_tag(row["input_data"])[0]]
+    assert len(retrieved) >= minimum
+    assert all(split_memory_tag(row["input_data"])[1] for row in retrieved)  # a message follows the tag
+
+
+def test_readme_category_table_matches_the_data(rows):
+    with CATEGORIES.open(encoding="utf-8", newline="") as handle:
+        categories = [row["category"] for row in csv.DictReader(handle)]
+    assert len(categories) == len(rows)
+    counts = Counter(zip(categories, (row["data_type"] for row in rows)))
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for category in set(categories):
+        match = re.search(rf"^\| `{category}` \|[^|]*\| (\d+) \| (\d+) \|$", readme, re.MULTILINE)
+        assert match, f"README has no row for category {category}"
+        assert (int(match[1]), int(match[2])) == (counts[category, "train"], counts[category, "valid"]), category
+
+
+# --- the loader accepts what spreadsheets and pandas write ---
+
+def test_index_column_extra_columns_and_bom_are_accepted(tmp_path, rows):
+    path = tmp_path / "exported.csv"
+    with path.open("w", encoding="utf-8-sig", newline="") as handle:  # utf-8-sig writes a BOM
+        writer = csv.writer(handle)
+        writer.writerow(["", *REQUIRED_COLUMNS, "note"])
+        for number, row in enumerate(rows):
+            writer.writerow([number, *(row[column] for column in REQUIRED_COLUMNS), "ignored"])
+    splits = load_splits(path)
+    assert (len(splits.train), len(splits.valid)) == (360, 60)
+    assert splits.train[0].input_data == rows[0]["input_data"]
+
+
+def test_valid_rows_without_answers_are_test_prompts_only(tmp_path, rows):
+    train = [row for row in rows if row["data_type"] == "train"][:5]
+    prompts_only = [{**row, "output_data": "", "output_message": "", "memory": ""}
+                    for row in rows if row["data_type"] == "valid"][:3]
+    answered = [row for row in rows if row["data_type"] == "valid"][3:4]
+    splits = load_splits(write_csv(tmp_path / "d.csv", train + prompts_only + answered))
+    assert len(splits.valid) == 4
+    assert [example.input_data for example in splits.valid_with_answers] == [answered[0]["input_data"]]
+
+
+# --- bad files: one clear line naming the file, the row and the problem; exit code 2 from the scripts ---
+
+def _rows_with(rows, line, **changes):
+    """The first 6 train and 2 valid rows, with `changes` applied to the row on CSV line `line`."""
+    picked = [row for row in rows if row["data_type"] == "train"][:6] + \
+             [row for row in rows if row["data_type"] == "valid"][:2]
+    picked = [dict(row) for row in picked]
+    picked[line - 2].update(changes)
+    return picked
+
+
+BAD_FILES = {
+    "unknown data_type": (lambda rows, path: write_csv(path, _rows_with(rows, 4, data_type="test")),
+                          r"row 4: data_type 'test' is not 'train' or 'valid'"),
+    "train row without answer": (lambda rows, path: write_csv(path, _rows_with(rows, 3, output_data="", output_message="")),
+                                 r"row 3: a train row needs output_data"),
+    "memory not the answer's prefix": (
+        lambda rows, path: write_csv(path, _rows_with(rows, 5, memory="[내일 일정: 면접]")),
+        r"row 5: memory '\[내일 일정: 면접\]' is not the leading tag of output_data"),
+    "missing column": (lambda rows, path: write_csv(path, [{k: v for k, v in row.items() if k != "memory"}
+                                                           for row in _rows_with(rows, 2)]),
+                       r"missing column\(s\) memory"),
+    "no train rows": (lambda rows, path: write_csv(path, [row for row in _rows_with(rows, 2) if row["data_type"] == "valid"]),
+                      r"no 'train' rows"),
+    "no valid rows": (lambda rows, path: write_csv(path, [row for row in _rows_with(rows, 2) if row["data_type"] == "train"]),
+                      r"no 'valid' rows"),
+    "not UTF-8": (lambda rows, path: path.write_bytes("data_type,input_data\ntrain,안녕\n".encode("cp949")),
+                  r"not UTF-8 text"),
+    "empty file": (lambda rows, path: path.write_bytes(b""), r"the file is empty"),
+    "missing file": (lambda rows, path: None, r"dataset file not found"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_FILES)
+def test_bad_file_is_refused_with_file_row_and_problem(tmp_path, rows, case):
+    make, expected = BAD_FILES[case]
+    path = tmp_path / "bad.csv"
+    make(rows, path)
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(path))}: .*{expected}"):
+        load_splits(path)
+
+
+@pytest.mark.parametrize("case", ["unknown data_type", "not UTF-8"])
+def test_script_reports_a_bad_file_in_one_line_with_exit_code_2(tmp_path, rows, capsys, case):
+    make, expected = BAD_FILES[case]
+    path = tmp_path / "bad.csv"
+    make(rows, path)
+    argv = ["--dataset", str(path), "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"),
+            "--model-dir", str(tmp_path / "none")]
+    with pytest.raises(SystemExit) as exit_info:
+        run_main(lambda: fine_tune(POLYGLOT, argv))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(expected, err[0]) and str(path) in err[0]
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "adapter").exists()  # nothing written

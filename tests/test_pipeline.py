@@ -1,0 +1,277 @@
+"""The fine-tuning pipeline: labels, stopping, loading real-layout folders, saving, logs, data parallel."""
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from peft import PeftModel, get_peft_model
+from safetensors.torch import save_file
+from transformers import PreTrainedModel, set_seed
+from trl import SFTTrainer
+
+from conftest import REPO, run_script
+from llm.common.data import load_splits, to_prompt_completion
+from llm.common.inference import _decode_answer, generate_answers
+from llm.common.logs import log_file_path
+from llm.common.markers import ANSWER_END, ANSWER_START
+from llm.common.models import (
+    GEMMA, POLYGLOT, ModelFolderError, build_tiny_model, build_tiny_tokenizer, check_model_folder,
+    load_local, prepare_tokenizer, save_in_hub_layout,
+)
+from llm.common.training import Recipe, lora_config, save_adapter_atomically, sft_config
+
+LOG_NAME = re.compile(r"^\d{10}(-\d+)?( \(.+\))?\.txt$")
+
+
+def _tiny(spec, splits):
+    tokenizer = build_tiny_tokenizer(spec, [e.prompt + e.completion for e in splits.train + splits.valid])
+    prepare_tokenizer(tokenizer)
+    return build_tiny_model(spec, tokenizer), tokenizer
+
+
+@pytest.fixture(scope="module")
+def small_splits(small_dataset):
+    return load_splits(small_dataset)
+
+
+def hub_folder(spec, splits, folder: Path, max_shard_size="300KB") -> Path:
+    """A stand-in saved exactly like a downloaded Hugging Face repo (sharded when small shards are asked for)."""
+    model, tokenizer = _tiny(spec, splits)
+    save_in_hub_layout(model, tokenizer, folder, max_shard_size=max_shard_size)
+    return folder
+
+
+# --- completion-only loss ---
+
+def test_prompt_tokens_are_masked_and_the_answer_with_eos_is_learned(tmp_path, small_splits):
+    model, tokenizer = _tiny(POLYGLOT, small_splits)
+    trainer = SFTTrainer(
+        model=model, processing_class=tokenizer, train_dataset=to_prompt_completion(small_splits.train[:4]),
+        args=sft_config(Recipe(epochs=1), tmp_path, "cpu", torch.float32, False, 256, save_strategy="no"),
+        peft_config=lora_config(POLYGLOT, Recipe()),
+    )
+    batch = next(iter(trainer.get_train_dataloader()))
+    examples = {e.prompt: e for e in small_splits.train[:4]}
+    for input_ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        learned = labels[labels != -100].tolist()
+        example = examples[tokenizer.decode(input_ids[(labels == -100) & (mask == 1)])]
+        assert learned[-1] == tokenizer.eos_token_id
+        assert tokenizer.decode(learned[:-1]) == example.completion  # " answer (답변 종료)"
+        assert ANSWER_START not in tokenizer.decode(learned)  # nothing of the prompt is learned
+
+
+# --- stopping at the end marker ---
+
+def test_decoding_cuts_at_the_end_marker_and_strips_it(small_splits):
+    _, tokenizer = _tiny(POLYGLOT, small_splits)
+    tokens = tokenizer(f" 안녕! {ANSWER_END} 그 뒤의 말")["input_ids"]
+    assert _decode_answer(tokenizer, tokens)[0::2] == ("안녕!", True)
+    assert _decode_answer(tokenizer, tokenizer(" 끝나지 않은 말")["input_ids"])[0::2] == ("끝나지 않은 말", False)
+
+
+def test_generation_stops_at_the_end_marker(small_splits):
+    """A model taught to run on past the marker is stopped there by the shared inference code."""
+    model, tokenizer = _tiny(POLYGLOT, small_splits)
+    user_input = small_splits.train[0].input_data
+    text = f"{small_splits.train[0].prompt} 좋아! {ANSWER_END} 그리고 계속 더 말하는 긴 꼬리 문장"
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    set_seed(0)
+    for _ in range(60):  # memorise the one sequence
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    (answer,) = generate_answers(model, tokenizer, [user_input])
+    assert (answer.text, answer.stopped) == ("좋아!", True)
+    full = tokenizer.decode(model.generate(**tokenizer(small_splits.train[0].prompt, return_tensors="pt"),
+                                           max_new_tokens=30, do_sample=False,
+                                           pad_token_id=tokenizer.pad_token_id)[0])
+    assert "꼬리" in full  # without the stop the model would have gone on
+
+
+# --- loading folders in the Hugging Face layout ---
+
+def test_sharded_folder_is_loaded_as_real_weights(tmp_path, small_splits):
+    folder = hub_folder(POLYGLOT, small_splits, tmp_path / "polyglot_original")
+    index = json.loads((folder / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1 and all(re.fullmatch(r"model-\d{5}-of-\d{5}\.safetensors", s) for s in shards)
+    loaded = load_local(POLYGLOT, folder, "cpu", torch.float32)
+    assert not loaded.is_tiny and loaded.model.config.model_type == "gpt_neox"
+    # Polyglot's tokenizer returns token_type_ids, which GPT-NeoX does not take: they are dropped.
+    assert "token_type_ids" not in loaded.tokenizer("안녕")
+
+
+def _break(folder: Path, how: str) -> str:
+    index_path = folder / "model.safetensors.index.json"
+    first_shard = sorted(folder.glob("model-*.safetensors"))[0]
+    if how == "no config":
+        (folder / "config.json").unlink()
+        return r"config\.json is missing"
+    if how == "other architecture":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
+        return r"model_type 'llama', but Polyglot-Ko 1\.3B needs 'gpt_neox'"
+    if how == "shard missing":
+        first_shard.unlink()
+        return rf"{first_shard.name}: listed in model\.safetensors\.index\.json but missing"
+    if how == "corrupt shard":
+        first_shard.write_bytes(first_shard.read_bytes()[:100])
+        return rf"{first_shard.name}: corrupt safetensors file"
+    if how == "no weights":
+        index_path.unlink()
+        for shard in folder.glob("model-*.safetensors"):
+            shard.unlink()
+        return r"no model\.safetensors or model\.safetensors\.index\.json"
+    if how == "only pickled weights":
+        index_path.unlink()
+        for shard in folder.glob("model-*.safetensors"):
+            shard.unlink()
+        (folder / "pytorch_model.bin").write_bytes(b"not loaded")
+        return r"only pickled \.bin weights"
+    if how == "no tokenizer":
+        (folder / "tokenizer.json").unlink()
+        return r"tokenizer\.json \(or tokenizer\.model\) is missing"
+    raise AssertionError(how)
+
+
+BREAKAGES = ["no config", "other architecture", "shard missing", "corrupt shard", "no weights",
+             "only pickled weights", "no tokenizer"]
+
+
+@pytest.fixture(scope="module")
+def good_polyglot_folder(tmp_path_factory, small_splits):
+    return hub_folder(POLYGLOT, small_splits, tmp_path_factory.mktemp("good") / "polyglot_original")
+
+
+@pytest.mark.parametrize("how", BREAKAGES)
+def test_broken_folder_names_the_bad_file(tmp_path, good_polyglot_folder, how):
+    folder = tmp_path / "polyglot_original"
+    shutil.copytree(good_polyglot_folder, folder)
+    expected = _break(folder, how)
+    with pytest.raises(ModelFolderError, match=expected):
+        check_model_folder(POLYGLOT, folder)
+
+
+def test_broken_folder_stops_the_script_in_one_line(tmp_path, good_polyglot_folder, small_dataset):
+    folder = tmp_path / "polyglot_original"
+    shutil.copytree(good_polyglot_folder, folder)
+    _break(folder, "corrupt shard")
+    result = run_script("llm/run_fine_tuning_polyglot.py", "--model-dir", str(folder), "--dataset", str(small_dataset),
+                        "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "corrupt safetensors file" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "logs").exists() and not (tmp_path / "adapter").exists()
+
+
+# --- one epoch end to end through the real scripts, on folders laid out like the downloads ---
+
+@pytest.mark.parametrize("script, spec", [("llm/run_fine_tuning_polyglot.py", POLYGLOT),
+                                          ("llm/run_fine_tuning.py", GEMMA)])
+def test_script_trains_one_epoch_on_a_downloaded_layout_folder(tmp_path, small_splits, small_dataset, script, spec):
+    folder = hub_folder(spec, small_splits, tmp_path / spec.model_dir.name)
+    result = run_script(script, "--model-dir", str(folder), "--dataset", str(small_dataset), "--epochs", "1",
+                        "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"),
+                        "--log-name", "one epoch")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "NOTICE" not in result.stdout  # real-layout weights: no stand-in
+    (log,) = (tmp_path / "logs").glob("*.txt")
+    assert LOG_NAME.match(log.name) and log.name.endswith(" (one epoch).txt")
+    text = log.read_text(encoding="utf-8")
+    assert f"model folder: {folder}" in text and "inference test after epoch 1/1" in text
+    adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert sorted(adapter_config["target_modules"]) == sorted(spec.lora_targets)
+    assert adapter_config["r"] == 64 and adapter_config["lora_alpha"] == 16
+
+
+# --- the run with no weights: tiny stand-in, log and plot ---
+
+def test_run_without_weights_uses_the_stand_in_and_says_so(trained_polyglot):
+    assert "NOTICE: no Polyglot-Ko 1.3B weights" in trained_polyglot["stderr"]
+    (log,) = trained_polyglot["logs_dir"].glob("*.txt")
+    assert LOG_NAME.match(log.name)
+    assert log.with_suffix(".png").stat().st_size > 1000
+    text = log.read_text(encoding="utf-8")
+    assert text.startswith("!" * 78 + "\n!! NOTICE")
+    for expected in [f"dataset: {trained_polyglot['dataset']} (24 train rows, 6 valid rows",
+                     "hyperparameters: epochs=2, lora_rank=64, lora_alpha=16, lora_dropout=0.05",
+                     "LoRA targets: query_key_value", "device: cpu, dtype: float32, processes: 1",
+                     "transformers ", "peft ", "trl ",
+                     "'loss': ", "'eval_loss': ",
+                     "=== inference test after epoch 1/2", "=== inference test after epoch 2/2",
+                     "=== final test 1/2 with the saved adapter", "=== final test 2/2 with the saved adapter",
+                     "(trials: ", "output tokens: ",
+                     f"adapter saved to {trained_polyglot['adapter_dir']}", "total time: "]:
+        assert expected in text, expected
+    assert text.count("    answer: ") == 6 * 4  # 6 valid prompts: 2 epochs + 2 final rounds
+
+
+def test_log_names_never_overwrite(tmp_path):
+    first = log_file_path(tmp_path, now=0)
+    first.write_text("x")
+    second = log_file_path(tmp_path, now=0)
+    assert second != first and LOG_NAME.match(second.name)
+    assert log_file_path(tmp_path, "lr 1e-4", now=0).name.endswith(" (lr 1e-4).txt")
+
+
+# --- saving ---
+
+def test_saved_adapter_reloads_with_the_same_greedy_answers(tmp_path, small_splits):
+    base, tokenizer = _tiny(POLYGLOT, small_splits)
+    set_seed(1)
+    model = get_peft_model(base, lora_config(POLYGLOT, Recipe()))
+    with torch.no_grad():  # a freshly initialised LoRA is the identity; give it weight so it matters
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.05)
+    inputs = [e.input_data for e in small_splits.valid]
+    before = [a.text for a in generate_answers(model, tokenizer, inputs)]
+    save_adapter_atomically(model, tokenizer, tmp_path / "adapter")
+    fresh_base, _ = _tiny(POLYGLOT, small_splits)
+    plain = [a.text for a in generate_answers(fresh_base, tokenizer, inputs)]
+    reloaded = PeftModel.from_pretrained(fresh_base, tmp_path / "adapter")
+    assert [a.text for a in generate_answers(reloaded, tokenizer, inputs)] == before
+    assert plain != before  # the adapter really changes the answers
+
+
+def test_a_crash_while_saving_keeps_the_previous_adapter(tmp_path, small_splits, monkeypatch):
+    base, tokenizer = _tiny(POLYGLOT, small_splits)
+    model = get_peft_model(base, lora_config(POLYGLOT, Recipe()))
+    target = tmp_path / "polyglot_fine_tuned"
+    save_adapter_atomically(model, tokenizer, target)
+    saved = {p.name: p.read_bytes() for p in target.iterdir()}
+
+    def crash(self, directory, **kwargs):
+        (Path(directory) / "adapter_model.safetensors").write_bytes(b"half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(PeftModel, "save_pretrained", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_adapter_atomically(model, tokenizer, target)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == saved
+    assert [p.name for p in tmp_path.iterdir()] == ["polyglot_fine_tuned"]  # no half-written folder beside it
+
+
+# --- data parallel ---
+
+def test_two_process_data_parallel_run(tmp_path, small_dataset):
+    """torchrun with 2 CPU ranks over gloo: each rank trains on half the data; only rank 0 writes."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               str(REPO / "llm/run_fine_tuning_polyglot.py"), "--dataset", str(small_dataset), "--epochs", "1",
+               "--model-dir", str(tmp_path / "none"), "--output-dir", str(tmp_path / "adapter"),
+               "--logs-dir", str(tmp_path / "logs")]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = dict(re.findall(r"\[rank (\d)/2\] trained (\d+) steps", result.stderr))
+    # 24 train rows, batch 4 per rank, 2 ranks: 3 steps each (one process alone would take 6)
+    assert ranks == {"0": "3", "1": "3"}
+    assert len(list((tmp_path / "logs").glob("*.txt"))) == 1
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert "processes: 2" in next((tmp_path / "logs").glob("*.txt")).read_text(encoding="utf-8")
