@@ -12,8 +12,8 @@ from llm.common.cli import run_main
 from llm.common.data import REQUIRED_COLUMNS, DatasetError, load_splits
 from llm.common.korean import hangul_ratio
 from llm.common.markers import parse_memory_tag, split_memory_tag
-from llm.common.models import POLYGLOT
 from llm.common.pipeline import fine_tune
+from llm.common.specs import POLYGLOT
 
 CATEGORIES = REPO / "llm" / "OhLoRA_fine_tuning_categories.csv"
 

@@ -20,10 +20,10 @@ from llm.common.inference import _decode_answer, generate_answers
 from llm.common.logs import log_file_path
 from llm.common.markers import ANSWER_END, ANSWER_START
 from llm.common.models import (
-    GEMMA, POLYGLOT, ModelFolderError, build_tiny_model, build_tiny_tokenizer, check_model_folder,
-    load_local, prepare_tokenizer, save_in_hub_layout,
+    ModelFolderError, build_tiny_model, build_tiny_tokenizer, check_model_folder, load_local, prepare_tokenizer, save_in_hub_layout,
 )
-from llm.common.training import Recipe, lora_config, save_adapter_atomically, sft_config
+from llm.common.training import lora_config, save_adapter_atomically, sft_config
+from llm.common.specs import GEMMA, POLYGLOT, Recipe
 
 LOG_NAME = re.compile(r"^\d{10}(-\d+)?( \(.+\))?\.txt$")
 
@@ -194,7 +194,7 @@ def test_script_trains_one_epoch_on_a_downloaded_layout_folder(tmp_path, small_s
 # --- the run with no weights: tiny stand-in, log and plot ---
 
 def test_run_without_weights_uses_the_stand_in_and_says_so(trained_polyglot):
-    assert "NOTICE: no Polyglot-Ko 1.3B weights" in trained_polyglot["stderr"]
+    assert "NOTICE: no Polyglot-Ko 1.3B weights" in trained_polyglot["stdout"]
     (log,) = trained_polyglot["logs_dir"].glob("*.txt")
     assert LOG_NAME.match(log.name)
     assert log.with_suffix(".png").stat().st_size > 1000

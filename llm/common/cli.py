@@ -9,6 +9,13 @@ class UserError(Exception):
     """A problem the user can fix (bad file, bad option): shown as one line, no traceback."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are UserErrors too: one line, exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> None:
+        raise UserError(f"{self.prog}: {message} (see --help)")
+
+
 def run_main(main: Callable[[], int | None]) -> None:
     """Run a script's main; a UserError becomes `error: ...` on stderr and exit code 2."""
     try:

@@ -7,10 +7,9 @@ from pathlib import Path
 from datasets import Dataset
 
 from llm.common.cli import UserError
+from llm.common.specs import DEFAULT_DATASET
 from llm.common.markers import build_completion, build_prompt, split_memory_tag
 
-REPO_LLM_DIR = Path(__file__).resolve().parents[1]
-DEFAULT_DATASET = REPO_LLM_DIR / "OhLoRA_fine_tuning.csv"
 REQUIRED_COLUMNS = ("data_type", "input_data", "output_data", "output_message", "memory")
 DATA_TYPES = ("train", "valid")
 

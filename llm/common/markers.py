@@ -9,6 +9,23 @@ ANSWER_END = "(답변 종료)"
 MEMORY_TAG = re.compile(r"^\s*\[\s*(?P<key>[^\[\]:\s][^\[\]:]*?)\s*:\s*(?P<value>[^\[\]\s][^\[\]]*?)\s*\]\s*")
 
 
+# The markers whole and in the pieces a half-trained model emits on their own ("(답변 시작)", "### 답변:").
+MARKER_PIECES = (ANSWER_START, ANSWER_END, *re.split(r"(?<=\)) ", ANSWER_START))
+
+
+def strip_markers(text: str) -> str:
+    """The text with every marker, or piece of one, removed wherever it appears."""
+    for marker in MARKER_PIECES:
+        text = text.replace(marker, " ")
+    return text.strip()
+
+
+def printable_line(text: str) -> str:
+    """One line with no control characters: an untrained model emits raw bytes and newlines."""
+    text = "".join(ch if ch.isprintable() else " " if ch in "\r\n\t" else "\ufffd" for ch in text)
+    return " ".join(text.split())
+
+
 def build_prompt(user_input: str) -> str:
     """The text the model sees before it answers."""
     return f"{user_input.strip()} {ANSWER_START}"

@@ -1,11 +1,11 @@
-"""Base models: what each one is (ModelSpec), loading local weights, and the built-in tiny stand-ins."""
+"""Base models: loading local weights (checked first), and the built-in tiny stand-ins."""
 
 import hashlib
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,23 +14,17 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
-    Gemma2Config,
-    GPTNeoXConfig,
-    PreTrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
 
 from llm.common.cli import UserError
-from llm.common.data import REPO_LLM_DIR, Splits
-
-MODELS_DIR = REPO_LLM_DIR / "models"
-# Tests point this elsewhere so that they never touch the user's llm/models/.
-TINY_CACHE_DIR = Path(os.environ.get("OHLORA_TINY_CACHE", MODELS_DIR / "tiny"))
+from llm.common.data import Splits
+from llm.common.specs import MODELS_DIR, TINY_CONTEXT, ModelSpec
+DEFAULT_TINY_CACHE_DIR = MODELS_DIR / "tiny"
 TINY_SEED = 20250218
 TINY_VOCAB_SIZE = 2000
-TINY_CONTEXT = 256
 # With the default init (std 0.02) the final LayerNorm caps a random readout's logits near 2.6, so LoRA
 # could never make the stand-in confident; a 10x readout lifts the cap (measured: README, tiny model).
 TINY_READOUT_SCALE = 10.0
@@ -40,75 +34,6 @@ class ModelFolderError(UserError):
     """A weights folder exists but cannot be used."""
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything that differs between the two base models; the pipeline reads the rest from here."""
-
-    name: str
-    display_name: str
-    architecture: str  # config.json model_type
-    model_dir: Path
-    adapter_dir: Path
-    logs_dir: Path
-    lora_targets: tuple[str, ...]
-    full_config: dict  # the real model's shape, for measurements at full size without weights
-    tiny_config: dict
-    special_tokens: dict[str, str]
-    load_kwargs: dict = field(default_factory=dict)
-
-    def config_class(self) -> type[PreTrainedConfig]:
-        return {"gpt_neox": GPTNeoXConfig, "gemma2": Gemma2Config}[self.architecture]
-
-
-POLYGLOT = ModelSpec(
-    name="polyglot",
-    display_name="Polyglot-Ko 1.3B",
-    architecture="gpt_neox",
-    model_dir=MODELS_DIR / "polyglot_original",
-    adapter_dir=MODELS_DIR / "polyglot_fine_tuned",
-    logs_dir=REPO_LLM_DIR / "fine_tuning" / "fine_tuning_logs_polyglot",
-    lora_targets=("query_key_value",),
-    # EleutherAI/polyglot-ko-1.3b: 24 layers, d_model 2048, d_ff 8192, 16 heads of 128, rotary on 64 dims.
-    full_config=dict(
-        vocab_size=30080, hidden_size=2048, num_hidden_layers=24, num_attention_heads=16,
-        intermediate_size=8192, max_position_embeddings=2048,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
-        use_parallel_residual=True, tie_word_embeddings=False, bos_token_id=0, eos_token_id=2,
-    ),
-    tiny_config=dict(
-        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
-        max_position_embeddings=TINY_CONTEXT,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
-        use_parallel_residual=True, tie_word_embeddings=False,
-    ),
-    special_tokens={"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "pad_token": "<|pad|>"},
-)
-
-GEMMA = ModelSpec(
-    name="gemma",
-    display_name="Gemma-2 2B",
-    architecture="gemma2",
-    model_dir=MODELS_DIR / "original",
-    adapter_dir=MODELS_DIR / "fine_tuned",
-    logs_dir=REPO_LLM_DIR / "fine_tuning" / "fine_tuning_logs",
-    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
-    # google/gemma-2-2b: 26 layers, d_model 2304, d_ff 9216, 8 query / 4 key-value heads of 256.
-    full_config=dict(
-        vocab_size=256000, hidden_size=2304, num_hidden_layers=26, num_attention_heads=8,
-        num_key_value_heads=4, head_dim=256, intermediate_size=9216, max_position_embeddings=8192,
-        sliding_window=4096, query_pre_attn_scalar=256, pad_token_id=0, eos_token_id=1, bos_token_id=2,
-    ),
-    tiny_config=dict(
-        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
-        intermediate_size=512, max_position_embeddings=TINY_CONTEXT, sliding_window=TINY_CONTEXT,
-        query_pre_attn_scalar=32,
-    ),
-    special_tokens={"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"},
-    # Gemma-2's attention soft-capping is only exact in the eager implementation.
-    load_kwargs={"attn_implementation": "eager"},
-)
-
-SPECS = {spec.name: spec for spec in (POLYGLOT, GEMMA)}
 
 
 @dataclass
@@ -250,7 +175,9 @@ def tiny_model_dir(spec: ModelSpec, splits: Splits) -> Path:
     recipe = json.dumps([spec.tiny_config, spec.special_tokens, TINY_SEED, TINY_VOCAB_SIZE, TINY_READOUT_SCALE],
                         sort_keys=True)
     digest = hashlib.sha256("\n".join([recipe, *_dataset_texts(splits)]).encode("utf-8")).hexdigest()[:12]
-    return TINY_CACHE_DIR / f"{spec.name}-{digest}"
+    # Read when needed, not at import: tests point it elsewhere so that they never touch llm/models/.
+    cache = Path(os.environ.get("OHLORA_TINY_CACHE", DEFAULT_TINY_CACHE_DIR))
+    return cache / f"{spec.name}-{digest}"
 
 
 def ensure_tiny_model(spec: ModelSpec, splits: Splits) -> Path:

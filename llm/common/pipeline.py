@@ -13,32 +13,29 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from peft import PeftModel
 from transformers import set_seed
 from trl import SFTTrainer
 
-from llm.common.cli import UserError, positive_float, positive_int
-from llm.common.data import DEFAULT_DATASET, Splits, load_splits, to_prompt_completion
+from llm.common.adapters import load_fine_tuned
+from llm.common.cli import ArgumentParser, UserError, positive_float, positive_int
+from llm.common.data import Splits, load_splits, to_prompt_completion
 from llm.common.inference import generate_answers
 from llm.common.logs import RunLog, log_file_path, plot_losses
 from llm.common.models import (
-    LoadedModel, ModelSpec, check_model_folder, folder_is_empty, load_base_model, pick_device, tiny_notice,
+    LoadedModel, check_model_folder, folder_is_empty, load_base_model, pick_device, tiny_notice,
 )
 from llm.common.training import (
-    Recipe, ValidPromptTest, match_report, format_answers, lora_config, save_adapter_atomically, sft_config,
+    ValidPromptTest, match_report, format_answers, lora_config, save_adapter_atomically, sft_config,
 )
+from llm.common.specs import DEFAULT_DATASET, TINY_EPOCHS, TINY_LEARNING_RATE, ModelSpec, Recipe
 
-# The tiny stand-in is random at start and LoRA only adapts its attention, so it needs a higher learning
-# rate than the real models; the epoch count keeps a default run on 2 CPU cores under 5 minutes.
-TINY_EPOCHS = 20
-TINY_LEARNING_RATE = 3e-3
 MATCH_PROBE_SIZE = 40  # train prompts answered greedily before and after training
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers")
 
 
 def build_parser(spec: ModelSpec) -> argparse.ArgumentParser:
     recipe = Recipe()
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=f"LoRA fine-tuning of {spec.display_name} into the Oh-LoRA persona. Without weights in "
                     f"--model-dir it runs on a tiny stand-in model of the same architecture, and says so.",
     )
@@ -123,10 +120,7 @@ def fine_tune(spec: ModelSpec, argv: list[str] | None = None) -> int:
     # Other processes run the same code but print nothing and write no log.
     with (RunLog(log_path) if is_main else contextlib.redirect_stdout(io.StringIO())):
         if loaded.is_tiny:
-            notice = tiny_notice(spec, args.model_dir, loaded.model_dir)
-            print(notice)
-            if is_main:
-                print(notice, file=sys.stderr)  # also on screen when stdout is redirected
+            print(tiny_notice(spec, args.model_dir, loaded.model_dir))
         print(_header(spec, loaded, splits, recipe, args, device, dtype, state.num_processes))
         probe = splits.train[:: max(1, len(splits.train) // MATCH_PROBE_SIZE)][:MATCH_PROBE_SIZE]
         if is_main:
@@ -159,18 +153,18 @@ def fine_tune(spec: ModelSpec, argv: list[str] | None = None) -> int:
         plot_losses(trainer.state.log_history, plot_path, f"{spec.display_name} LoRA fine-tuning")
         print(f"loss plot: {plot_path}")
 
-        # Test what was saved, not what is in memory: reload the base and attach the saved adapter.
+        # Test what was saved, not what is in memory: a fresh base with the saved adapter, as the chat loads it.
         del trainer
-        base = load_base_model(spec, args.model_dir, splits, device, dtype)
-        reloaded = PeftModel.from_pretrained(base.model, args.output_dir)
+        reloaded = load_fine_tuned(spec, args.model_dir, args.output_dir, device, dtype, say=None)
         valid_inputs = [example.input_data for example in splits.valid]
         for round_number in (1, 2):
-            answers = generate_answers(reloaded, base.tokenizer, valid_inputs, temperature=recipe.temperature,
-                                       max_trials=recipe.max_trials, progress=f"final test {round_number}/2")
+            answers = generate_answers(reloaded.model, reloaded.tokenizer, valid_inputs,
+                                       temperature=recipe.temperature, max_trials=recipe.max_trials,
+                                       progress=f"final test {round_number}/2")
             print(format_answers(f"final test {round_number}/2 with the saved adapter "
                                  f"(temperature {recipe.temperature})", answers))
         print(f"greedy answers to {len(probe)} train prompts vs the dataset, after training: "
-              f"{match_report(reloaded, base.tokenizer, probe)} (before: {matches_before})")
+              f"{match_report(reloaded.model, reloaded.tokenizer, probe)} (before: {matches_before})")
         print(f"total time: {time.time() - started:.1f} s")
         print(f"log: {log_path}")
     return 0

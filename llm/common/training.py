@@ -4,7 +4,6 @@ import difflib
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -14,25 +13,8 @@ from trl import SFTConfig
 
 from llm.common.data import Example
 from llm.common.inference import Answer, generate_answers
-from llm.common.models import ModelSpec
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Hyperparameters; the defaults are the original experiments' (see DESIGN.md)."""
-
-    epochs: int = 60
-    lora_rank: int = 64
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    learning_rate: float = 2e-4
-    batch_size: int = 4
-    eval_batch_size: int = 1
-    logging_steps: int = 5
-    temperature: float = 0.6
-    seed: int = 42
-    max_trials: int = 5
-    checkpoints_kept: int = 2
+from llm.common.markers import printable_line
+from llm.common.specs import ModelSpec, Recipe
 
 
 def lora_config(spec: ModelSpec, recipe: Recipe) -> LoraConfig:
@@ -71,17 +53,12 @@ def sft_config(recipe: Recipe, checkpoint_dir: Path, device: str, dtype: torch.d
     return SFTConfig(**(settings | overrides))
 
 
-def _printable(text: str) -> str:
-    """One line with no control characters (an untrained model emits raw bytes)."""
-    return "".join(ch if ch.isprintable() else "\ufffd" for ch in text.replace("\n", " / "))
-
-
 def format_answers(title: str, answers: list[Answer]) -> str:
     """The block a log shows for one inference test."""
     lines = [f"=== {title} ==="]
     for number, answer in enumerate(answers, start=1):
         lines.append(f"[{number}/{len(answers)}] prompt: {answer.user_input}")
-        lines.append(f"    answer: {_printable(answer.text)}")
+        lines.append(f"    answer: {printable_line(answer.text)}")
         lines.append(f"    (trials: {answer.trials}, output tokens: {answer.output_tokens}, "
                      f"{'stopped at end marker' if answer.stopped else 'hit the length limit'})")
     return "\n".join(lines)

@@ -11,15 +11,16 @@ from pathlib import Path
 import torch
 
 from llm.common.adapters import load_fine_tuned
-from llm.common.cli import positive_int, run_main
-from llm.common.data import DEFAULT_DATASET, load_splits
+from llm.common.cli import ArgumentParser, positive_int, run_main
+from llm.common.data import load_splits
 from llm.common.inference import DEFAULT_BATCH_SIZE, Answer, generate_answers
 from llm.common.markers import build_prompt
-from llm.common.models import SPECS, pick_device
+from llm.common.models import pick_device
+from llm.common.specs import DEFAULT_DATASET, SPECS
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=sorted(SPECS), default="polyglot", help="base model (default: %(default)s)")
     parser.add_argument("--model-dir", type=Path, help="base weights folder (default: the model's usual folder)")
     parser.add_argument("--adapter-dir", type=Path, help="fine-tuned adapter (default: the model's usual folder)")

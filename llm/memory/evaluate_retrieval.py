@@ -16,6 +16,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from llm.common.cli import ArgumentParser, UserError, run_main
 from llm.memory.retrieval import RELEVANCE_THRESHOLD, memory_key_value, most_relevant, relevance
 
 EVAL_CSV = Path(__file__).with_name("retrieval_eval.csv")
@@ -25,7 +26,7 @@ MEMORY_SEPARATOR = "|"  # between the stored tags of one case
 NONE_LABEL = "none"  # the "relevant" of a case where no stored memory is relevant
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A CSV that cannot be evaluated; the message names the file and the problem."""
 
 
@@ -119,7 +120,7 @@ def _row_slice(text: str) -> slice:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval", type=Path, default=EVAL_CSV, metavar="FILE",
                         help="retrieval cases: user_prompt, memories ('|'-separated tags), relevant (tag or "
                              f"'{NONE_LABEL}') (default: %(default)s)")
@@ -129,13 +130,9 @@ def main() -> int:
                         help="only these data rows, counted from 0 like a Python slice (e.g. 216:)")
     args = parser.parse_args()
     path = args.pairs if args.pairs is not None else args.eval
-    try:
-        rows = (read_pairs if args.pairs is not None else read_cases)(path)[args.rows]
-        if not rows:
-            raise DataError(f"{path}: --rows selects none of its rows")
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    rows = (read_pairs if args.pairs is not None else read_cases)(path)[args.rows]
+    if not rows:
+        raise DataError(f"{path}: --rows selects none of its rows")
     if args.pairs is not None:
         m = pair_metrics(rows)
         print(f"{path}: {len(rows)} pairs")
@@ -151,4 +148,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -10,7 +10,7 @@ import math
 from difflib import SequenceMatcher
 
 from llm.common.korean import hangul_ratio
-from llm.common.markers import ANSWER_END, ANSWER_START, parse_memory_tag, split_memory_tag
+from llm.common.markers import parse_memory_tag, split_memory_tag, strip_markers
 
 REPETITION_THRESHOLD = 0.9  # SequenceMatcher ratio at or above which two samples count as the same answer
 
@@ -25,19 +25,14 @@ def _normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-def _strip_markers(answer: str) -> str:
-    """Remove the answer start/end markers wherever they appear."""
-    return answer.replace(ANSWER_START, " ").replace(ANSWER_END, " ")
-
-
 def answer_body(answer: str) -> str:
     """The answer without markers, surrounding whitespace and a leading memory tag."""
-    return split_memory_tag(_strip_markers(answer))[1]
+    return split_memory_tag(strip_markers(answer))[1]
 
 
 def leading_tag(answer: str) -> tuple[str, str] | None:
     """(key, value) of the answer's leading memory tag, whitespace-normalised; None if it has none."""
-    tag = split_memory_tag(_strip_markers(answer))[0]
+    tag = split_memory_tag(strip_markers(answer))[0]
     if tag is None:
         return None
     key, value = parse_memory_tag(tag)

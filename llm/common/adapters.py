@@ -1,0 +1,181 @@
+"""A saved LoRA adapter on its base model, ready to answer; every way the adapter folder can be wrong is one line."""
+
+import json
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from peft import PeftModel, get_peft_model_state_dict
+from safetensors import SafetensorError, safe_open
+from transformers import AutoTokenizer
+
+from llm.common.cli import UserError
+from llm.common.models import LoadedModel, folder_is_empty, load_local, tiny_notice
+from llm.common.specs import SPECS, ModelSpec
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+class AdapterError(UserError):
+    """The adapter folder is absent, corrupt, or made for another base model."""
+
+
+def _to_stderr(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def _training_command(spec: ModelSpec, adapter_dir: Path) -> str:
+    command = f"python {spec.training_script}"
+    if Path(adapter_dir).resolve() != spec.adapter_dir.resolve():
+        command += f" --output-dir {adapter_dir}"
+    return command
+
+
+def _read_json(path: Path) -> dict | None:
+    """The JSON object in a file, or None when it is missing or not a JSON object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_adapter(spec: ModelSpec, adapter_dir: Path) -> tuple[dict, set[str]]:
+    """(adapter config, names of the saved tensors) once the folder is known to hold a readable adapter."""
+    adapter_dir = Path(adapter_dir)
+    remake = f"train it again with `{_training_command(spec, adapter_dir)}`"
+    if folder_is_empty(adapter_dir):
+        checkpoints = adapter_dir.with_name(f"{adapter_dir.name}_checkpoints")
+        if not folder_is_empty(checkpoints):
+            raise AdapterError(f"no fine-tuned adapter in {adapter_dir} yet (an unfinished run left {checkpoints}): "
+                               f"finish it with `{_training_command(spec, adapter_dir)} --resume`")
+        raise AdapterError(f"no fine-tuned adapter in {adapter_dir}: "
+                           f"make one with `{_training_command(spec, adapter_dir)}`")
+
+    config_path = adapter_dir / ADAPTER_CONFIG
+    if not config_path.is_file():
+        raise AdapterError(f"{adapter_dir}: {ADAPTER_CONFIG} is missing, so this is not a saved adapter; {remake}")
+    config = _read_json(config_path)
+    if config is None:
+        raise AdapterError(f"{config_path}: not a valid JSON object (corrupt adapter); {remake}")
+    if not isinstance(config.get("peft_type"), str) or not config.get("target_modules"):
+        raise AdapterError(f"{config_path}: no peft_type or target_modules, not a PEFT adapter config; {remake}")
+
+    weights_path = adapter_dir / ADAPTER_WEIGHTS
+    if not weights_path.is_file():
+        found = " (only pickled .bin weights, which are not loaded)" if any(adapter_dir.glob("*.bin")) else ""
+        raise AdapterError(f"{weights_path}: missing{found}; {remake}")
+    try:
+        with safe_open(str(weights_path), framework="pt") as weights:  # parses the header only: fast
+            keys = set(weights.keys())
+    except (SafetensorError, OSError, ValueError) as error:
+        raise AdapterError(f"{weights_path}: corrupt safetensors file ({error}); {remake}") from None
+    if not keys:
+        raise AdapterError(f"{weights_path}: holds no weights; {remake}")
+    return config, keys
+
+
+def _trained_base(config: dict) -> Path | None:
+    """The base folder the adapter was trained on, as peft recorded it (None if it recorded none)."""
+    name = config.get("base_model_name_or_path")
+    return Path(name) if isinstance(name, str) and name.strip() else None
+
+
+def _model_type(folder: Path) -> str | None:
+    config = _read_json(folder / "config.json")
+    return config.get("model_type") if config else None
+
+
+def _is_tiny(spec: ModelSpec, folder: Path) -> bool:
+    """True for a folder holding this project's tiny stand-in (its shape is the spec's tiny_config)."""
+    config = _read_json(folder / "config.json") or {}
+    return all(config.get(key) == spec.tiny_config[key] for key in ("hidden_size", "num_hidden_layers"))
+
+
+def _check_architecture(spec: ModelSpec, adapter_dir: Path, trained_on: Path | None) -> None:
+    """An adapter whose recorded base still exists and is another architecture names the right --model."""
+    model_type = _model_type(trained_on) if trained_on is not None else None
+    if model_type is None or model_type == spec.architecture:
+        return
+    other = next((f"; use --model {s.name}" for s in SPECS.values() if s.architecture == model_type), "")
+    raise AdapterError(f"{adapter_dir}: trained on a {model_type} model ({trained_on}), "
+                       f"not {spec.display_name} ({spec.architecture}){other}")
+
+
+def _stand_in_dir(spec: ModelSpec, model_dir: Path, adapter_dir: Path, trained_on: Path | None) -> Path:
+    """With no weights in model_dir, the base is the folder the adapter was trained on (usually the tiny stand-in)."""
+    if trained_on is None or not (trained_on / "config.json").is_file():
+        where = f"and the base it was trained on ({trained_on}) is gone" if trained_on else \
+            f"and {adapter_dir / ADAPTER_CONFIG} names no base model"
+        raise AdapterError(f"no {spec.display_name} weights in {model_dir}, {where}: put the weights there, "
+                           f"or train again with `{_training_command(spec, adapter_dir)}`")
+    return trained_on
+
+
+def _check_tokenizer(spec: ModelSpec, adapter_dir: Path, base: LoadedModel, trained_on: Path | None) -> None:
+    """The tokenizer saved beside the adapter must be the base's: token ids mean nothing on another vocabulary."""
+    if not (adapter_dir / "tokenizer.json").is_file() and not (adapter_dir / "tokenizer.model").is_file():
+        return  # adapters saved without a tokenizer are checked by their weights only
+    try:
+        saved = AutoTokenizer.from_pretrained(adapter_dir, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise AdapterError(f"{adapter_dir}: its saved tokenizer cannot be read ({error})") from None
+    if saved.get_vocab() == base.tokenizer.get_vocab():
+        return
+    hint = " (the tiny stand-in): train again now that the weights are there" \
+        if trained_on is not None and _is_tiny(spec, trained_on) and not base.is_tiny else ""
+    raise AdapterError(f"{adapter_dir}: trained on another base model{hint}; its tokenizer differs from "
+                       f"the one in {base.model_dir}")
+
+
+def _check_weights_fit(spec: ModelSpec, adapter_dir: Path, model: PeftModel, saved_keys: set[str],
+                       base: LoadedModel) -> None:
+    """Every saved tensor must land in the model and every LoRA weight must come from the file
+    (peft only warns about missing ones and ignores unexpected ones)."""
+    expected = set(get_peft_model_state_dict(model))
+    if expected == saved_keys:
+        return
+    missing, unexpected = sorted(expected - saved_keys), sorted(saved_keys - expected)
+    example = (unexpected or missing)[0]
+    raise AdapterError(f"{adapter_dir}: made for another base model: {len(unexpected)} saved weights have no place in "
+                       f"{spec.display_name} ({base.model_dir}) and {len(missing)} are missing (e.g. {example})")
+
+
+def load_fine_tuned(spec: ModelSpec, model_dir: Path, adapter_dir: Path, device: str, dtype: torch.dtype,
+                    say: Callable[[str], None] | None = _to_stderr) -> LoadedModel:
+    """The base model with the saved adapter attached, in eval mode; AdapterError (one line) if it does not fit.
+
+    When model_dir has no weights, the base is the one the adapter was trained on (the tiny stand-in, whose
+    folder peft recorded in adapter_config.json); `say` gets the tiny notice then.
+    """
+    model_dir, adapter_dir = Path(model_dir), Path(adapter_dir)
+    config, saved_keys = read_adapter(spec, adapter_dir)
+    trained_on = _trained_base(config)
+    _check_architecture(spec, adapter_dir, trained_on)
+    if folder_is_empty(model_dir):
+        base_dir = _stand_in_dir(spec, model_dir, adapter_dir, trained_on)
+        base = load_local(spec, base_dir, device, dtype)
+        base.is_tiny = _is_tiny(spec, base_dir)
+        if say is not None:
+            say(tiny_notice(spec, model_dir, base_dir) if base.is_tiny else
+                f"no weights in {model_dir}: using {base_dir}, the base this adapter was trained on")
+    else:
+        base = load_local(spec, model_dir, device, dtype)
+    _check_tokenizer(spec, adapter_dir, base, trained_on)
+    try:
+        with warnings.catch_warnings():
+            # transformers' deprecation notice, raised inside peft on every load: noise for the user; and
+            # peft's missing-keys warning, which _check_weights_fit turns into a clear error.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+            warnings.filterwarnings("ignore", message="Found missing adapter keys", category=UserWarning)
+            model = PeftModel.from_pretrained(base.model, adapter_dir, is_trainable=False)
+    except (ValueError, TypeError, KeyError, RuntimeError, OSError, SafetensorError) as error:
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise AdapterError(f"{adapter_dir}: does not fit {spec.display_name} in {base.model_dir} "
+                           f"({first_line[:300]})") from None
+    _check_weights_fit(spec, adapter_dir, model, saved_keys, base)
+    model.eval()
+    return LoadedModel(model, base.tokenizer, base.model_dir, base.is_tiny)

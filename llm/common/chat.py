@@ -1,0 +1,161 @@
+"""The chat with Oh-LoRA: turns, commands and the memory around the model (which is passed in as a function).
+
+No torch here: the model comes in as `answer(model_input) -> Answer`, so tests drive the loop with a stub.
+"""
+
+import re
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from llm.common.markers import printable_line, split_memory_tag, strip_markers
+from llm.memory.store import MemoryStore, MemoryUnavailable
+
+DEFAULT_MEMORY_DB = Path(__file__).resolve().parents[1] / "memory" / "ohlora_memory.db"
+USER_LABEL = "나: "
+BOT_LABEL = "오로라: "
+EMPTY_ANSWER = "…"  # shown when nothing is left of an answer once its tag and markers are gone
+HINT = "commands: /memory shows what she remembers, /forget clears it, /quit (or Ctrl-D) leaves"
+
+# Bracketed text at the start of an answer: a memory tag, well-formed or not ("[: 면접]", "[[a: b]]").
+_LEADING_BRACKETS = re.compile(r"^(?:\s*\[+[^\[\]]*\]+)+\s*")
+
+T = TypeVar("T")
+
+
+class HasText(Protocol):
+    text: str  # what llm.common.inference.Answer holds: markers stripped, a leading memory tag kept
+
+
+@dataclass(frozen=True)
+class Turn:
+    message: str  # what the user typed
+    model_input: str  # what the model got: the message, with a recalled memory tag in front if one was relevant
+    recalled: str | None
+    stored: str | None  # the tag from the answer that went into the memory
+    shown: str  # the answer the user sees
+
+
+def visible_text(answer_text: str) -> str:
+    """The answer as shown: no markers, no leading memory tag (well-formed or not), one printable line."""
+    return printable_line(_LEADING_BRACKETS.sub("", strip_markers(answer_text))) or EMPTY_ANSWER
+
+
+def open_memory(path: Path, warn: Callable[[str], None]) -> tuple[MemoryStore | None, str]:
+    """(the memory store, "") or, after one line to `warn` saying why the chat goes on without it, (None, that line)."""
+    try:
+        return MemoryStore(path), ""
+    except MemoryUnavailable as error:
+        warn(f"memory is off: {error}")
+        return None, f"memory is off: {error}"
+
+
+class Chat:
+    """One conversation: answers messages and the /commands, storing and recalling memory tags."""
+
+    def __init__(self, answer: Callable[[str], HasText], memory: MemoryStore | None,
+                 say: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
+                 memory_off_reason: str = "memory is off") -> None:
+        self.answer = answer
+        self.memory = memory
+        self.say = say
+        self.warn = warn if warn is not None else (lambda text: print(text, file=sys.stderr))
+        self.memory_off_reason = memory_off_reason
+
+    def _with_memory(self, use: Callable[[MemoryStore], T]) -> T | None:
+        """Run one memory operation; if the database fails now, say so once and go on without memory."""
+        if self.memory is None:
+            return None
+        try:
+            return use(self.memory)
+        except MemoryUnavailable as error:
+            self.memory = None
+            self.memory_off_reason = f"memory is off: {error}"
+            self.warn(self.memory_off_reason)
+            return None
+
+    def turn(self, message: str) -> Turn:
+        """Answer one message: recall the most relevant memory, generate, store the answer's tag."""
+        message = message.strip()
+        # A tag the user typed is chat text: never stored, and no second tag is put before it.
+        user_typed_tag = split_memory_tag(message)[0] is not None
+        found = None if user_typed_tag else self._with_memory(lambda memory: memory.most_relevant(message))
+        recalled = found[0] if found else None
+        model_input = f"{recalled} {message}" if recalled else message
+        answer_text = self.answer(model_input).text
+        tag = split_memory_tag(answer_text)[0]
+        # store.add ignores what is not a whole "[key: value]" with both parts non-empty.
+        stored = tag if tag and self._with_memory(lambda memory: memory.add(tag, message)) else None
+        return Turn(message, model_input, recalled, stored, visible_text(answer_text))
+
+    def show_memories(self) -> None:
+        memories = self._with_memory(lambda memory: memory.memories())
+        if memories is None:
+            self.say(f"({self.memory_off_reason})")
+        elif not memories:
+            self.say("(no memories yet)")
+        else:
+            self.say(f"(she remembers {len(memories)}, newest first)")
+            for memory in memories:
+                self.say(f"  {memory.tag}  {memory.time:%Y-%m-%d %H:%M}  from: {memory.user_message}")
+
+    def forget(self) -> None:
+        def clear(memory: MemoryStore) -> int:
+            count = len(memory.memories())
+            memory.clear()
+            return count
+
+        count = self._with_memory(clear)
+        self.say(f"({self.memory_off_reason})" if count is None else f"(memory cleared: {count} forgotten)")
+
+    def handle(self, line: str) -> bool:
+        """Act on one input line (a command or a message); False when the user leaves."""
+        text = line.strip()
+        command = text.lower()
+        if not text:
+            return True
+        if command in ("/quit", "/exit"):
+            return False
+        if command == "/memory":
+            self.show_memories()
+        elif command == "/forget":
+            self.forget()
+        elif command == "/help":
+            self.say(f"({HINT})")
+        elif re.fullmatch(r"/[a-z]+", command):
+            self.say(f"(unknown command {text}; {HINT})")
+        else:
+            self.say(BOT_LABEL + self.turn(text).shown)
+        return True
+
+
+def run_prompts(chat: Chat, prompts: Iterable[str]) -> None:
+    """Scripted use: each prompt (or command) in order, echoed like a typed line."""
+    for prompt in prompts:
+        chat.say(USER_LABEL + prompt)
+        if not chat.handle(prompt):
+            return
+
+
+def run_interactive(chat: Chat, read: Callable[[str], str] = input, echo: bool | None = None) -> None:
+    """Read lines until /quit or end of input (Ctrl-D); piped input is echoed so the transcript reads as a chat."""
+    echo = not sys.stdin.isatty() if echo is None else echo
+    if not echo:
+        try:
+            import readline  # noqa: F401 (line editing in input(): wide Hangul characters erase cleanly)
+        except ImportError:  # not on Windows
+            pass
+    chat.say(f"({HINT})")
+    while True:
+        try:
+            line = read("" if echo else USER_LABEL)
+        except EOFError:
+            if not echo:
+                chat.say("")  # end the "나: " line Ctrl-D left open
+            return
+        if echo:
+            chat.say(USER_LABEL + line)
+        if not chat.handle(line):
+            return

@@ -1,0 +1,113 @@
+"""What differs between the base models (ModelSpec), where things live, and the training recipe.
+
+Only plain values: scripts import this before parsing arguments, so `--help` answers at once.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_LLM_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_DATASET = REPO_LLM_DIR / "OhLoRA_fine_tuning.csv"
+MODELS_DIR = REPO_LLM_DIR / "models"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Hyperparameters; the defaults are the original experiments' (see DESIGN.md)."""
+
+    epochs: int = 60
+    lora_rank: int = 64
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    learning_rate: float = 2e-4
+    batch_size: int = 4
+    eval_batch_size: int = 1
+    logging_steps: int = 5
+    temperature: float = 0.6
+    seed: int = 42
+    max_trials: int = 5
+    checkpoints_kept: int = 2
+
+
+# The tiny stand-in is random at start and LoRA only adapts its attention, so it needs a higher learning
+# rate than the real models; the epoch count keeps a default run on 2 CPU cores under 5 minutes.
+TINY_EPOCHS = 20
+TINY_CONTEXT = 256  # tokens: the stand-in's context, ample for the dataset's pairs
+TINY_LEARNING_RATE = 3e-3
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything that differs between the two base models; the pipeline reads the rest from here."""
+
+    name: str
+    display_name: str
+    architecture: str  # config.json model_type
+    model_dir: Path
+    adapter_dir: Path
+    logs_dir: Path
+    lora_targets: tuple[str, ...]
+    full_config: dict  # the real model's shape, for measurements at full size without weights
+    tiny_config: dict
+    special_tokens: dict[str, str]
+    training_script: str  # the script that makes this model's adapter, named in messages
+    load_kwargs: dict = field(default_factory=dict)
+
+    def config_class(self) -> type:
+        """The transformers config class of the architecture (imported here: this module stays light)."""
+        from transformers import Gemma2Config, GPTNeoXConfig
+
+        return {"gpt_neox": GPTNeoXConfig, "gemma2": Gemma2Config}[self.architecture]
+
+
+POLYGLOT = ModelSpec(
+    name="polyglot",
+    display_name="Polyglot-Ko 1.3B",
+    architecture="gpt_neox",
+    model_dir=MODELS_DIR / "polyglot_original",
+    adapter_dir=MODELS_DIR / "polyglot_fine_tuned",
+    logs_dir=REPO_LLM_DIR / "fine_tuning" / "fine_tuning_logs_polyglot",
+    lora_targets=("query_key_value",),
+    # EleutherAI/polyglot-ko-1.3b: 24 layers, d_model 2048, d_ff 8192, 16 heads of 128, rotary on 64 dims.
+    full_config=dict(
+        vocab_size=30080, hidden_size=2048, num_hidden_layers=24, num_attention_heads=16,
+        intermediate_size=8192, max_position_embeddings=2048,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+        use_parallel_residual=True, tie_word_embeddings=False, bos_token_id=0, eos_token_id=2,
+    ),
+    tiny_config=dict(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
+        max_position_embeddings=TINY_CONTEXT,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
+        use_parallel_residual=True, tie_word_embeddings=False,
+    ),
+    special_tokens={"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "pad_token": "<|pad|>"},
+    training_script="llm/run_fine_tuning_polyglot.py",
+)
+
+GEMMA = ModelSpec(
+    name="gemma",
+    display_name="Gemma-2 2B",
+    architecture="gemma2",
+    model_dir=MODELS_DIR / "original",
+    adapter_dir=MODELS_DIR / "fine_tuned",
+    logs_dir=REPO_LLM_DIR / "fine_tuning" / "fine_tuning_logs",
+    lora_targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    # google/gemma-2-2b: 26 layers, d_model 2304, d_ff 9216, 8 query / 4 key-value heads of 256.
+    full_config=dict(
+        vocab_size=256000, hidden_size=2304, num_hidden_layers=26, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=256, intermediate_size=9216, max_position_embeddings=8192,
+        sliding_window=4096, query_pre_attn_scalar=256, pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    ),
+    tiny_config=dict(
+        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=32,
+        intermediate_size=512, max_position_embeddings=TINY_CONTEXT, sliding_window=TINY_CONTEXT,
+        query_pre_attn_scalar=32,
+    ),
+    special_tokens={"pad_token": "<pad>", "eos_token": "<eos>", "bos_token": "<bos>", "unk_token": "<unk>"},
+    training_script="llm/run_fine_tuning.py",
+    # Gemma-2's attention soft-capping is only exact in the eager implementation.
+    load_kwargs={"attn_implementation": "eager"},
+)
+
+SPECS = {spec.name: spec for spec in (POLYGLOT, GEMMA)}

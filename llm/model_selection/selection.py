@@ -1,0 +1,357 @@
+"""The model-selection run: per candidate, a short LoRA fine-tuning test and a two-sample inference test.
+
+Everything heavy is the shared pipeline's (llm.common); this module only decides what runs, measures
+it with llm.common.measure, and writes the per-candidate and summary files.
+"""
+
+import argparse
+import csv
+import dataclasses
+import gc
+import json
+import math
+import os
+import platform
+import re
+import shlex
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase, set_seed
+from trl import SFTTrainer
+
+from llm.common.cli import ArgumentParser, UserError, positive_int
+from llm.common.data import Example, Splits, load_splits, to_prompt_completion
+from llm.common.inference import Answer, generate_answers
+from llm.common.measure import Measurement, measure
+from llm.common.models import LoadedModel, ensure_tiny_model, folder_is_empty, load_local, pick_device
+from llm.common.training import lora_config, sft_config
+from llm.model_selection.candidates import Candidate, load_candidates
+from llm.model_selection.metrics import summarise
+from llm.common.specs import DEFAULT_DATASET, GEMMA, MODELS_DIR, POLYGLOT, REPO_LLM_DIR, TINY_LEARNING_RATE, ModelSpec, Recipe
+
+REPO_ROOT = REPO_LLM_DIR.parent
+DEFAULT_OUTPUT_DIR = Path(__file__).with_name("results")
+DEFAULT_EPOCHS = 3
+DEFAULT_TRAIN_PAIRS = 60
+SAMPLES_PER_PROMPT = 2  # self-repetition compares two samples of the same prompt
+INFERENCE_MAX_TRIALS = 1  # an empty answer is counted, not generated again
+TINY_SUFFIX = " (tiny stand-in)"
+MAX_FAILURE_CHARS = 200  # a failed row's status stays one readable line
+SUMMARY_CSV = "model_selection_result.csv"
+SUMMARY_MD = "model_selection_result.md"
+# Architectures whose spec (LoRA targets, load settings) the project has tested; others get peft's defaults.
+KNOWN_SPECS = {spec.architecture: spec for spec in (POLYGLOT, GEMMA)}
+METRIC_COLUMNS = list(summarise([], []))  # the keys summarise returns, in its order
+SUMMARY_COLUMNS = [
+    "name", "is_tiny", "status", "architecture", "train_pairs", "epochs", "learning_rate",
+    "fine_tuning_time_s", "fine_tuning_peak_mb", "inference_time_s", "inference_peak_mb", "peak_kind",
+    "final_train_loss", "final_eval_loss", *METRIC_COLUMNS,
+]
+FINE_TUNING_COLUMNS = ["epoch", "train_loss", "eval_loss"]
+INFERENCE_COLUMNS = [
+    "prompt", "expected_memory_tag", "sample_1", "sample_2", "stopped_1", "stopped_2",
+    "output_tokens_1", "output_tokens_2",
+]
+# Markdown table: (column, header, digits); digits None = text.
+MD_COLUMNS = [
+    ("name", "Candidate", None), ("is_tiny", "Tiny", None), ("status", "Status", None),
+    ("fine_tuning_time_s", "FT time (s)", 1), ("fine_tuning_peak_mb", "FT peak (MB)", 0),
+    ("inference_time_s", "Inference time (s)", 1), ("inference_peak_mb", "Inference peak (MB)", 0),
+    ("peak_kind", "Peak kind", None), ("final_eval_loss", "Eval loss", 3),
+    ("empty_answer_rate", "Empty", 3), ("stop_rate", "Stop", 3), ("self_repetition_rate", "Self-rep.", 3),
+    ("answer_hangul_ratio", "Hangul", 3), ("memory_tag_accuracy", "Tag acc.", 3),
+    ("memory_tag_key_accuracy", "Tag key acc.", 3),
+]
+
+
+@dataclass
+class Job:
+    """One summary row: a candidate to test (spec set) or one already decided (status set)."""
+
+    name: str
+    is_tiny: bool
+    model_dir: Path | None = None
+    spec: ModelSpec | None = None
+    status: str = ""
+
+
+def build_parser(candidates: list[Candidate]) -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        description="Compare the candidate base models of candidates.csv on the same short test: LoRA "
+                    "fine-tuning on a subset of the train pairs, then every valid prompt answered twice. "
+                    "Candidates without weights get a 'skipped' row; tiny random-init stand-ins of the "
+                    "Polyglot (gpt_neox) and Gemma-2 (gemma2) architectures run too, marked is_tiny.",
+    )
+    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
+                        help="where the result files go (default: %(default)s)")
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="the dataset CSV (default: %(default)s)")
+    parser.add_argument("--models-dir", type=Path, default=MODELS_DIR,
+                        help="folder holding each candidate's weights folder (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
+                        help="fine-tuning epochs, the same for every candidate (default: %(default)s)")
+    parser.add_argument("--train-pairs", type=positive_int, default=DEFAULT_TRAIN_PAIRS,
+                        help="train pairs used, evenly spaced over the train rows (default: %(default)s)")
+    parser.add_argument("--candidates", nargs="+", metavar="NAME", choices=[c.name for c in candidates],
+                        help="test only these candidates (and their tiny stand-ins); "
+                             f"one of: {', '.join(c.name for c in candidates)}")
+    parser.add_argument("--seed", type=int, default=Recipe.seed, help="random seed (default: %(default)s)")
+    parser.add_argument("--no-tiny", action="store_true", help="do not run the tiny stand-ins")
+    return parser
+
+
+def shown(path: Path) -> str:
+    """A path as the result files show it: relative to the repo root when inside it, so results travel."""
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def file_stem(name: str) -> str:
+    """A candidate name as a file-name part: 'polyglot-ko-1.3b (tiny stand-in)' -> 'polyglot-ko-1.3b_tiny_stand-in'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
+
+
+def train_subset(train: list[Example], size: int) -> list[Example]:
+    """`size` train pairs spread evenly over the file, so tagged and plain rows both appear."""
+    return train[:: max(1, len(train) // size)][:size]
+
+
+def _model_type(model_dir: Path) -> str | None:
+    try:
+        return json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None  # check_model_folder reports what is wrong with the folder
+
+
+def spec_for(candidate: Candidate, model_dir: Path) -> ModelSpec:
+    """The project's spec for the two known architectures; a generic one (peft's default LoRA targets) else."""
+    architecture = _model_type(model_dir) or candidate.architecture
+    known = KNOWN_SPECS.get(architecture)
+    if known is not None:
+        return dataclasses.replace(known, display_name=candidate.name, model_dir=model_dir)
+    # Untested beyond the two known architectures: empty lora_targets means "let peft choose".
+    return ModelSpec(
+        name=file_stem(candidate.name), display_name=candidate.name, architecture=architecture,
+        model_dir=model_dir, adapter_dir=model_dir, logs_dir=model_dir, lora_targets=(),
+        full_config={}, tiny_config={}, special_tokens={}, training_script="llm/model_selection/run_model_selection.py",
+    )
+
+
+def plan_jobs(candidates: list[Candidate], models_dir: Path, tiny: bool) -> list[Job]:
+    """A job per candidate (skipped when its folder has no weights), then the tiny stand-ins."""
+    jobs = []
+    for candidate in candidates:
+        model_dir = models_dir / candidate.folder
+        if folder_is_empty(model_dir):
+            jobs.append(Job(candidate.name, False, status=f"skipped: no weights in {shown(model_dir)}"))
+        else:
+            jobs.append(Job(candidate.name, False, model_dir, spec_for(candidate, model_dir)))
+    if tiny:
+        for candidate in candidates:
+            for spec in KNOWN_SPECS.values():
+                if candidate.folder == spec.model_dir.name:
+                    jobs.append(Job(candidate.name + TINY_SUFFIX, True, spec=spec))
+    return jobs
+
+
+def epoch_losses(log_history: list[dict]) -> list[dict]:
+    """Per-epoch train loss (mean over the epoch, logged with logging_strategy="epoch") and eval loss."""
+    rows: dict[int, dict] = {}
+    for entry in log_history:
+        if "epoch" not in entry:
+            continue
+        row = rows.setdefault(round(entry["epoch"]), {"epoch": round(entry["epoch"])})
+        if "loss" in entry:
+            row["train_loss"] = entry["loss"]
+        if "eval_loss" in entry:
+            row["eval_loss"] = entry["eval_loss"]
+    return [rows[epoch] for epoch in sorted(rows) if len(rows[epoch]) > 1]
+
+
+def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({column: _csv_value(row.get(column)) for column in columns} for row in rows)
+
+
+def _csv_value(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.6g}"
+    return str(value)
+
+
+def fine_tuning_test(loaded: LoadedModel, spec: ModelSpec, splits: Splits, train: list[Example], recipe: Recipe,
+                     device: str, dtype: torch.dtype) -> tuple[SFTTrainer, Measurement]:
+    """LoRA SFT with the recipe on `train` (eval loss on the valid rows with answers each epoch), measured."""
+    peft_config = lora_config(spec, recipe)
+    if not spec.lora_targets:
+        peft_config = dataclasses.replace(peft_config, target_modules=None)  # peft picks by model_type
+    eval_examples = splits.valid_with_answers
+    config = loaded.model.config
+    max_length = getattr(config, "max_position_embeddings", None) or 2048
+    set_seed(recipe.seed)
+    with tempfile.TemporaryDirectory(prefix="ohlora-selection-") as scratch:  # nothing is saved there
+        trainer = SFTTrainer(
+            model=loaded.model,
+            args=sft_config(recipe, Path(scratch), device, dtype, bool(eval_examples), max_length,
+                            save_strategy="no", logging_strategy="epoch"),
+            train_dataset=to_prompt_completion(train),
+            eval_dataset=to_prompt_completion(eval_examples) if eval_examples else None,
+            processing_class=loaded.tokenizer,
+            peft_config=peft_config,
+        )
+        _, measurement = measure(trainer.train)
+    return trainer, measurement
+
+
+def inference_test(trainer: SFTTrainer, tokenizer: PreTrainedTokenizerBase, inputs: list[str], recipe: Recipe,
+                   name: str) -> tuple[list[list[Answer]], Measurement]:
+    """Every input answered SAMPLES_PER_PROMPT times at the recipe temperature, one trial each, measured."""
+    set_seed(recipe.seed)
+    return measure(lambda: [
+        generate_answers(trainer.model, tokenizer, inputs, temperature=recipe.temperature,
+                         max_trials=INFERENCE_MAX_TRIALS, progress=f"{name}: sample {k}/{SAMPLES_PER_PROMPT}")
+        for k in range(1, SAMPLES_PER_PROMPT + 1)
+    ])
+
+
+def run_job(job: Job, splits: Splits, train: list[Example], args: argparse.Namespace, device: str,
+            dtype: torch.dtype) -> dict:
+    """Fine-tune and test one candidate; write its two files; return its summary row."""
+    spec = job.spec
+    if job.is_tiny:
+        tiny_dir = ensure_tiny_model(spec, splits)
+        print(f"{job.name}: TINY RANDOMLY INITIALISED {spec.architecture} model built by this project "
+              f"({shown(tiny_dir)}); its numbers only show that the pipeline works")
+        loaded = load_local(spec, tiny_dir, device, dtype)
+    else:
+        loaded = load_local(spec, job.model_dir, device, dtype)
+    recipe = Recipe(epochs=args.epochs, seed=args.seed,
+                    learning_rate=TINY_LEARNING_RATE if job.is_tiny else Recipe.learning_rate)
+
+    trainer, fine_tuning = fine_tuning_test(loaded, spec, splits, train, recipe, device, dtype)
+    losses = epoch_losses(trainer.state.log_history)
+    _write_csv(args.output_dir / f"fine_tuning_test_result_{file_stem(job.name)}.csv", FINE_TUNING_COLUMNS, losses)
+
+    valid = splits.valid
+    samples, inference = inference_test(trainer, loaded.tokenizer, [e.input_data for e in valid], recipe, job.name)
+    first, second = samples
+    _write_csv(args.output_dir / f"inference_test_result_{file_stem(job.name)}.csv", INFERENCE_COLUMNS, [
+        {"prompt": example.input_data, "expected_memory_tag": example.memory, "sample_1": a.text, "sample_2": b.text,
+         "stopped_1": a.stopped, "stopped_2": b.stopped, "output_tokens_1": a.output_tokens,
+         "output_tokens_2": b.output_tokens}
+        for example, a, b in zip(valid, first, second)
+    ])
+    metrics = summarise([(a.text, b.text) for a, b in zip(first, second)],
+                        [(a.stopped, b.stopped) for a, b in zip(first, second)],
+                        [example.memory for example in valid])
+    return {
+        "architecture": spec.architecture, "train_pairs": len(train), "epochs": recipe.epochs,
+        "learning_rate": recipe.learning_rate,
+        "fine_tuning_time_s": fine_tuning.seconds, "fine_tuning_peak_mb": fine_tuning.peak_mb,
+        "inference_time_s": inference.seconds, "inference_peak_mb": inference.peak_mb,
+        "peak_kind": fine_tuning.peak_kind if fine_tuning.peak_kind == inference.peak_kind
+        else f"{fine_tuning.peak_kind} / {inference.peak_kind}",
+        "final_train_loss": next((row["train_loss"] for row in reversed(losses) if "train_loss" in row), None),
+        "final_eval_loss": next((row["eval_loss"] for row in reversed(losses) if "eval_loss" in row), None),
+        **metrics,
+    }
+
+
+def _md_value(row: dict, column: str, digits: int | None) -> str:
+    value = row.get(column)
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if digits is None:
+        return str(value).replace("|", "\\|")
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The summary as a markdown table: '–' where a candidate did not run, 'n/a' where nothing was measured."""
+    lines = ["| " + " | ".join(header for _, header, _ in MD_COLUMNS) + " |",
+             "|" + "|".join("---" if digits is None else "---:" for _, _, digits in MD_COLUMNS) + "|"]
+    for row in rows:
+        lines.append("| " + " | ".join(_md_value(row, column, digits) for column, _, digits in MD_COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def machine_description(device: str) -> str:
+    if device == "cuda":
+        return f"{torch.cuda.get_device_name()} GPU, {os.cpu_count()} CPU cores"
+    return f"{platform.machine()} CPU only, {os.cpu_count()} cores (no GPU)"
+
+
+def write_summary(output_dir: Path, rows: list[dict], header: str) -> None:
+    _write_csv(output_dir / SUMMARY_CSV, SUMMARY_COLUMNS, rows)
+    (output_dir / SUMMARY_MD).write_text(f"{header}\n\n{markdown_table(rows)}\n", encoding="utf-8")
+
+
+def run_header(argv: list[str], args: argparse.Namespace, splits: Splits, train_pairs: int, device: str,
+               dtype: torch.dtype) -> str:
+    """What the markdown result says about its run: date, machine, command and the test's settings."""
+    return "\n".join([
+        "# Model selection result",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d')}; machine: {machine_description(device)}; "
+        f"device {device}, dtype {str(dtype).removeprefix('torch.')}",
+        f"- command: `{shlex.join(['python', 'llm/model_selection/run_model_selection.py', *argv])}`",
+        f"- dataset: {shown(splits.path)}; {train_pairs} train pairs x {args.epochs} epochs of LoRA fine-tuning "
+        f"(eval loss on {len(splits.valid_with_answers)} valid rows after each epoch, included in the time); "
+        f"{len(splits.valid)} valid prompts x {SAMPLES_PER_PROMPT} samples at temperature {Recipe.temperature}, "
+        f"max_trials {INFERENCE_MAX_TRIALS} (empty answers counted, not retried)",
+        "- tiny stand-ins are random-init models built by the project: their numbers show that the pipeline "
+        "works, nothing about the real models",
+    ])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, run every planned candidate, write the files; returns an exit code."""
+    candidates = load_candidates()
+    args = build_parser(candidates).parse_args(argv)
+    # Everything that can be wrong with the inputs is found before anything is written.
+    splits = load_splits(args.dataset)
+    if args.output_dir.exists() and not args.output_dir.is_dir():
+        raise UserError(f"--output-dir {args.output_dir}: exists and is not a folder")
+    if args.candidates:
+        candidates = [c for c in candidates if c.name in args.candidates]
+    jobs = plan_jobs(candidates, args.models_dir, tiny=not args.no_tiny)
+    train = train_subset(splits.train, args.train_pairs)
+    device, dtype = pick_device()
+    header = run_header(argv if argv is not None else sys.argv[1:], args, splits, len(train), device, dtype)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+
+    rows: list[dict] = []
+    for number, job in enumerate(jobs, start=1):
+        row = {"name": job.name, "is_tiny": job.is_tiny, "status": job.status}
+        if not job.status:
+            where = shown(job.model_dir) if job.model_dir else "tiny stand-in"
+            print(f"[{number}/{len(jobs)}] {job.name}: testing ({where})", flush=True)
+            try:
+                row |= run_job(job, splits, train, args, device, dtype)
+                row["status"] = "ok"
+            except Exception as error:  # one candidate failing must not stop the comparison
+                if not isinstance(error, UserError):
+                    traceback.print_exc()
+                message = " ".join(str(error).split()) or type(error).__name__
+                message = message if len(message) <= MAX_FAILURE_CHARS else message[:MAX_FAILURE_CHARS - 1] + "…"
+                row["status"] = f"failed: {message}"
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        print(f"[{number}/{len(jobs)}] {job.name}: {row['status']}", flush=True)
+        rows.append(row)
+        write_summary(args.output_dir, rows, header)  # after every row, so an interrupted run keeps its results
+    print(markdown_table(rows))
+    print(f"results: {args.output_dir / SUMMARY_CSV}, {args.output_dir / SUMMARY_MD}")
+    return 0

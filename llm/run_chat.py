@@ -1,0 +1,73 @@
+"""Talk to the fine-tuned Oh-LoRA in the terminal; she remembers what you tell her.
+
+Usage: python llm/run_chat.py --help
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from llm.common.chat import DEFAULT_MEMORY_DB, HINT, Chat, open_memory, run_interactive, run_prompts
+from llm.common.cli import ArgumentParser, positive_float, positive_int, run_main
+from llm.common.specs import SPECS, Recipe
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        description="Chat with Oh-LoRA: the base model with the LoRA adapter saved by fine-tuning. "
+                    f"Interactive unless --prompt is given; {HINT}.",
+    )
+    parser.add_argument("--model", choices=sorted(SPECS), default="polyglot",
+                        help="which base model (default: %(default)s)")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="folder with the base weights (default: the model's folder under llm/models/; "
+                             "without weights, the tiny stand-in the adapter was trained on)")
+    parser.add_argument("--adapter-dir", type=Path, default=None,
+                        help="the saved adapter (default: the fine-tuning script's output folder under llm/models/)")
+    parser.add_argument("--prompt", action="append", default=[], metavar="TEXT",
+                        help="answer this and exit instead of chatting (repeatable: answered in order; /memory and "
+                             "/forget work too)")
+    # Sampling as in the training run's valid-prompt test.
+    parser.add_argument("--temperature", type=positive_float, default=Recipe.temperature,
+                        help="sampling temperature (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed, for answers that repeat (default: none)")
+    parser.add_argument("--max-trials", type=positive_int, default=Recipe.max_trials,
+                        help="generations per message while the answer is empty (default: %(default)s)")
+    parser.add_argument("--memory-db", type=Path, default=DEFAULT_MEMORY_DB,
+                        help="the SQLite file of what she remembers (default: %(default)s)")
+    parser.add_argument("--no-memory", action="store_true", help="chat without memory: nothing stored or recalled")
+    return parser
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    spec = SPECS[args.model]
+    # torch and transformers load only now, so that --help and bad options answer at once.
+    from transformers import set_seed
+
+    from llm.common.adapters import load_fine_tuned
+    from llm.common.inference import generate_answers
+    from llm.common.models import pick_device
+
+    device, dtype = pick_device()
+    loaded = load_fine_tuned(spec, args.model_dir or spec.model_dir, args.adapter_dir or spec.adapter_dir,
+                             device, dtype)
+    if args.seed is not None:
+        set_seed(args.seed)  # after loading: peft's LoRA init draws random numbers
+
+    def answer(model_input: str):
+        return generate_answers(loaded.model, loaded.tokenizer, [model_input], temperature=args.temperature,
+                                max_trials=args.max_trials)[0]
+
+    warn = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 (notices stay off stdout's transcript)
+    memory, memory_off = (None, "memory is off (--no-memory)") if args.no_memory else open_memory(args.memory_db, warn)
+    chat = Chat(answer, memory, say=lambda text: print(text, flush=True), warn=warn, memory_off_reason=memory_off)
+    if args.prompt:
+        run_prompts(chat, args.prompt)
+    else:
+        run_interactive(chat)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)

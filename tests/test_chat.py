@@ -1,0 +1,437 @@
+"""The chat: the loop and its memory with a stub model, the adapter checks, and run_chat.py end to end."""
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+import torch
+from peft import get_peft_model
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from conftest import REPO, run_script
+from llm.common.adapters import AdapterError, load_fine_tuned, read_adapter
+from llm.common.chat import BOT_LABEL, EMPTY_ANSWER, HINT, USER_LABEL, Chat, open_memory, run_interactive, run_prompts
+from llm.common.data import load_splits
+from llm.common.inference import Answer
+from llm.common.markers import ANSWER_END, ANSWER_START
+from llm.common.models import build_tiny_model, build_tiny_tokenizer, save_in_hub_layout
+from llm.common.training import lora_config, save_adapter_atomically
+from llm.memory.store import MemoryStore
+from llm.common.specs import GEMMA, POLYGLOT, Recipe
+
+SCRIPT = "llm/run_chat.py"
+MARKER_PIECES = (ANSWER_START, ANSWER_END, "(답변 시작)", "(답변 종료)", "### 답변:")
+
+
+def answer(text: str) -> Answer:
+    return Answer(user_input="", text=text, trials=1, output_tokens=len(text), stopped=True)
+
+
+class StubModel:
+    """Answers from a script (or with `default`), recording every model input it was given."""
+
+    def __init__(self, *texts: str, default: str = "응응 😊") -> None:
+        self.texts = list(texts)
+        self.default = default
+        self.inputs: list[str] = []
+
+    def __call__(self, model_input: str) -> Answer:
+        self.inputs.append(model_input)
+        return answer(self.texts.pop(0) if self.texts else self.default)
+
+
+class Transcript(list):
+    def __call__(self, text: str) -> None:
+        self.append(text)
+
+
+@pytest.fixture
+def memory(tmp_path: Path) -> MemoryStore:
+    return MemoryStore(tmp_path / "memory.db")
+
+
+def make_chat(model: StubModel, memory: MemoryStore | None) -> tuple[Chat, Transcript, Transcript]:
+    said, warned = Transcript(), Transcript()
+    return Chat(model, memory, say=said, warn=warned), said, warned
+
+
+def assert_clean(shown: str) -> None:
+    assert shown.strip() and not any(piece in shown for piece in MARKER_PIECES), shown
+    assert not shown.lstrip().startswith("["), shown
+
+
+# --- the chat loop, with a stub model ---
+
+def test_tag_in_answer_is_stored_hidden_and_recalled_for_a_related_prompt(memory: MemoryStore):
+    model = StubModel(f"[내일 일정: 면접] 면접 잘 보고 와! 응원할게 💪 {ANSWER_END}", "떨리는 게 당연해!", "나는 오로라야!")
+    chat, said, _ = make_chat(model, memory)
+    before = datetime.now().astimezone() - timedelta(seconds=2)
+
+    chat.handle("나 내일 면접 봐")
+    assert model.inputs == ["나 내일 면접 봐"]  # nothing stored yet, nothing prepended
+    assert said == [f"{BOT_LABEL}면접 잘 보고 와! 응원할게 💪"]
+    [stored] = memory.memories()
+    assert (stored.tag, stored.user_message) == ("[내일 일정: 면접]", "나 내일 면접 봐")
+    assert before <= stored.time <= datetime.now().astimezone()
+
+    turn = chat.turn("면접 너무 떨려")  # related: the memory goes in front, as in the dataset
+    assert model.inputs[-1] == "[내일 일정: 면접] 면접 너무 떨려"
+    assert (turn.recalled, turn.stored, turn.shown) == ("[내일 일정: 면접]", None, "떨리는 게 당연해!")
+
+    chat.turn("너 이름이 뭐야?")  # unrelated: below the threshold, nothing prepended
+    assert model.inputs[-1] == "너 이름이 뭐야?"
+
+
+def test_at_most_one_tag_is_prepended(memory: MemoryStore):
+    memory.add("[내일 일정: 면접]", "나 내일 면접 봐")
+    memory.add("[좋아하는 음식: 떡볶이]", "떡볶이 최고")
+    model = StubModel()
+    chat, _, _ = make_chat(model, memory)
+    chat.turn("내일 면접 끝나고 떡볶이 먹을래")
+    assert model.inputs[-1].count("[") == 1
+    assert model.inputs[-1].endswith("] 내일 면접 끝나고 떡볶이 먹을래")
+
+
+@pytest.mark.parametrize("text", [
+    f"[오늘 날씨: 비] 우산 챙겨! {ANSWER_END}",
+    f"{ANSWER_START} 안녕!",
+    "안녕 (답변 시작) 반가워 ### 답변: 😊 (답변 종료)",
+    "[오늘 날씨: 비] (답변 시작) 비 온다",
+    "  줄이\n바뀐\t답변\x07  ",
+])
+def test_markers_and_tags_are_never_shown(memory: MemoryStore, text: str):
+    chat, said, _ = make_chat(StubModel(text), memory)
+    chat.handle("오늘 날씨 어때")
+    assert said[0].startswith(BOT_LABEL)
+    assert_clean(said[0].removeprefix(BOT_LABEL))
+    assert "\n" not in said[0] and said[0].isprintable()
+
+
+@pytest.mark.parametrize("text, shown", [
+    ("[: 면접] 잘하고 와!", "잘하고 와!"),
+    ("[내일 일정: ] 잘하고 와!", "잘하고 와!"),
+    ("[ : ] 잘하고 와!", "잘하고 와!"),
+    ("[] 잘하고 와!", "잘하고 와!"),
+    ("[내일 일정 면접] 잘하고 와!", "잘하고 와!"),
+    ("[[내일 일정: 면접]] 잘하고 와!", "잘하고 와!"),
+    ("[내일 일정: 면접 잘하고 와!", "[내일 일정: 면접 잘하고 와!"),  # not a tag: no closing bracket
+    ("", EMPTY_ANSWER),
+    (f"  {ANSWER_END}", EMPTY_ANSWER),
+])
+def test_malformed_or_empty_tags_are_ignored_without_crashing(memory: MemoryStore, text: str, shown: str):
+    chat, said, warned = make_chat(StubModel(text), memory)
+    chat.handle("나 내일 면접 봐")
+    assert said == [BOT_LABEL + shown]
+    assert memory.memories() == [] and warned == []
+
+
+def test_tag_only_answer_is_stored_and_shows_a_placeholder(memory: MemoryStore):
+    chat, said, _ = make_chat(StubModel("[반려동물: 고양이 두부]"), memory)
+    chat.handle("우리 고양이 이름은 두부야")
+    assert said == [BOT_LABEL + EMPTY_ANSWER]
+    assert [m.tag for m in memory.memories()] == ["[반려동물: 고양이 두부]"]
+
+
+def test_a_tag_the_user_types_is_chat_text_never_stored(memory: MemoryStore):
+    memory.add("[좋아하는 음식: 떡볶이]", "떡볶이 최고")
+    model = StubModel("안녕! 반가워 😊")
+    chat, said, _ = make_chat(model, memory)
+    chat.handle("[내일 일정: 면접] 안녕, 떡볶이 먹고 싶다")
+    # passed on as typed: no second tag in front of it, and nothing new remembered
+    assert model.inputs == ["[내일 일정: 면접] 안녕, 떡볶이 먹고 싶다"]
+    assert [m.tag for m in memory.memories()] == ["[좋아하는 음식: 떡볶이]"]
+    assert said == [BOT_LABEL + "안녕! 반가워 😊"]
+
+
+def test_memory_and_forget_commands(memory: MemoryStore):
+    model = StubModel("[내일 일정: 면접] 화이팅!")
+    chat, said, _ = make_chat(model, memory)
+    chat.handle("/memory")
+    assert said[-1] == "(no memories yet)"
+    chat.handle("나 내일 면접 봐")
+    said.clear()
+    chat.handle("/memory")
+    assert said[0] == "(she remembers 1, newest first)"
+    assert said[1].strip().startswith("[내일 일정: 면접]") and said[1].endswith("from: 나 내일 면접 봐")
+
+    chat.handle("/FORGET ")
+    assert said[-1] == "(memory cleared: 1 forgotten)"
+    assert memory.memories() == []
+    chat.turn("면접 떨려")
+    assert model.inputs[-1] == "면접 떨려"  # forgotten: nothing recalled any more
+
+    assert chat.handle("/help") and said[-1] == f"({HINT})"
+    assert chat.handle("/nope") and said[-1].startswith("(unknown command /nope;")
+    assert chat.handle("   ") and len(model.inputs) == 2  # blank lines are skipped
+    assert chat.handle("/quit") is False
+
+
+def test_without_memory_nothing_is_stored_or_recalled(tmp_path: Path):
+    model = StubModel("[내일 일정: 면접] 화이팅!")
+    said = Transcript()
+    chat = Chat(model, None, say=said, warn=Transcript(), memory_off_reason="memory is off (--no-memory)")
+    chat.handle("나 내일 면접 봐")
+    chat.handle("/memory")
+    chat.handle("/forget")
+    assert said == [BOT_LABEL + "화이팅!", "(memory is off (--no-memory))", "(memory is off (--no-memory))"]
+
+
+def test_unusable_database_means_no_memory_in_one_line(tmp_path: Path):
+    corrupt = tmp_path / "corrupt.db"
+    corrupt.write_bytes(b"not a sqlite database " * 200)
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    for path in (corrupt, not_a_folder / "memory.db", tmp_path):  # tmp_path: a folder, not a file
+        warned = Transcript()
+        assert open_memory(path, warned) == (None, warned[0])
+        assert len(warned) == 1 and warned[0].startswith("memory is off: ") and "\n" not in warned[0]
+    assert corrupt.read_bytes() == b"not a sqlite database " * 200  # the user's file is left alone
+
+
+def test_database_failing_mid_chat_turns_memory_off_once(tmp_path: Path):
+    path = tmp_path / "memory.db"
+    memory = MemoryStore(path)
+    memory.add("[내일 일정: 면접]", "나 내일 면접 봐")
+    chat, said, warned = make_chat(StubModel("[오늘 날씨: 비] 우산 챙겨!", "응!", "응!"), memory)
+    path.write_bytes(b"garbage " * 500)  # e.g. overwritten by another program while chatting
+    assert chat.turn("면접 떨려").shown == "우산 챙겨!"
+    chat.handle("면접 끝!")
+    chat.handle("/memory")
+    assert len(warned) == 1 and warned[0].startswith("memory is off: ")
+    assert said[-1] == f"({warned[0]})"
+
+
+def test_interactive_loop_reads_until_quit_or_end_of_input(memory: MemoryStore):
+    chat, said, _ = make_chat(StubModel("반가워!"), memory)
+    lines = iter(["안녕", "/quit", "never read"])
+    run_interactive(chat, read=lambda prompt: next(lines), echo=True)
+    assert said == [f"({HINT})", USER_LABEL + "안녕", BOT_LABEL + "반가워!", USER_LABEL + "/quit"]
+    assert next(lines) == "never read"
+
+    def ctrl_d(prompt: str) -> str:
+        raise EOFError
+
+    chat, said, _ = make_chat(StubModel(), memory)
+    run_interactive(chat, read=ctrl_d, echo=False)  # a terminal: leaves on a fresh line
+    assert said == [f"({HINT})", ""]
+
+
+def test_scripted_prompts_answer_in_order_and_run_commands(memory: MemoryStore):
+    chat, said, _ = make_chat(StubModel("[취미: 사진] 멋지다!", "하나 둘"), memory)
+    run_prompts(chat, ["나 사진 찍는 거 좋아해", "/memory", "/quit", "안 읽힘"])
+    assert said[:3] == [USER_LABEL + "나 사진 찍는 거 좋아해", BOT_LABEL + "멋지다!", USER_LABEL + "/memory"]
+    assert said[4].strip().startswith("[취미: 사진]") and said[-1] == USER_LABEL + "/quit"
+
+
+CONCURRENT_CHAT = textwrap.dedent("""
+    import sys
+    from llm.common.chat import Chat, open_memory
+
+    class Said:  # stands in for the model's Answer
+        def __init__(self, text):
+            self.text = text
+
+    name, db, turns = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    count = iter(range(turns))
+    # Shared keys are replaced by both processes; own keys are only ever inserted by this one.
+    def model(model_input):
+        i = next(count)
+        key = f"공통 {i % 3}" if i % 2 else f"{name} {i % 10}"
+        return Said(f"[{key}: {name}{i}] 응!")
+    chat = Chat(model, open_memory(db, print)[0], say=lambda text: None)
+    for i in range(turns):
+        chat.turn(f"{name}의 메시지 {i}")
+    assert chat.memory is not None, "memory was turned off"
+""")
+
+
+def test_two_chats_at_once_keep_the_database_consistent(tmp_path: Path):
+    db, turns = tmp_path / "shared.db", 60
+    processes = [subprocess.Popen([sys.executable, "-c", CONCURRENT_CHAT, name, str(db), str(turns)], cwd=REPO,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("가", "나")]
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0 and not out, out + err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    memories = MemoryStore(db).memories()
+    keys = [m.tag[1:].split(":")[0] for m in memories]
+    assert sorted(keys) == sorted({f"공통 {i}" for i in range(3)} | {f"{n} {i}" for n in "가나" for i in range(0, 10, 2)})
+    for m in memories:  # every row is one whole write: the tag and the message of the same turn
+        value = m.tag.split(": ")[1].rstrip("]")
+        assert m.user_message == f"{value[0]}의 메시지 {value[1:]}"
+
+
+# --- loading the adapter ---
+
+def copy_adapter(trained: dict, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(trained["adapter_dir"], tmp_path / "adapter"))
+
+
+def polyglot_base(trained: dict) -> Path:
+    return Path(json.loads((trained["adapter_dir"] / "adapter_config.json").read_text())["base_model_name_or_path"])
+
+
+def test_load_fine_tuned_attaches_the_adapter_to_its_tiny_base(trained_polyglot: dict, tmp_path: Path):
+    said = Transcript()
+    loaded = load_fine_tuned(POLYGLOT, trained_polyglot["model_dir"], trained_polyglot["adapter_dir"], "cpu",
+                             torch.float32, say=said)
+    assert loaded.is_tiny and loaded.model_dir == polyglot_base(trained_polyglot)
+    assert not loaded.model.training and type(loaded.model).__name__ == "PeftModelForCausalLM"
+    assert len(said) == 1 and "TINY RANDOMLY INITIALISED" in said[0]
+
+
+def test_no_adapter_names_how_to_make_one(tmp_path: Path):
+    with pytest.raises(AdapterError, match=r"no fine-tuned adapter in .*: make one with "
+                                           r"`python llm/run_fine_tuning_polyglot.py --output-dir "):
+        read_adapter(POLYGLOT, tmp_path / "missing")
+    (tmp_path / "gemma_checkpoints" / "checkpoint-4").mkdir(parents=True)
+    with pytest.raises(AdapterError, match=r"unfinished run .*`python llm/run_fine_tuning.py --output-dir .*--resume`"):
+        read_adapter(GEMMA, tmp_path / "gemma")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: (d / "adapter_config.json").write_text("{not json"), "adapter_config.json: not a valid JSON object"),
+    (lambda d: (d / "adapter_config.json").write_text("[1, 2]"), "adapter_config.json: not a valid JSON object"),
+    (lambda d: (d / "adapter_config.json").write_text('{"r": 8}'), "no peft_type or target_modules"),
+    (lambda d: (d / "adapter_config.json").unlink(), "adapter_config.json is missing"),
+    (lambda d: (d / "adapter_model.safetensors").unlink(), "adapter_model.safetensors: missing"),
+    (lambda d: (d / "adapter_model.safetensors").write_bytes(
+        (d / "adapter_model.safetensors").read_bytes()[:5000]), "corrupt safetensors file"),
+    (lambda d: (d / "adapter_model.safetensors").write_bytes(b"\x00" * 64), "corrupt safetensors file"),
+])
+def test_corrupt_adapter_is_one_clear_error(trained_polyglot: dict, tmp_path: Path, damage, message: str):
+    adapter = copy_adapter(trained_polyglot, tmp_path)
+    damage(adapter)
+    with pytest.raises(AdapterError, match=message) as caught:
+        load_fine_tuned(POLYGLOT, trained_polyglot["model_dir"], adapter, "cpu", torch.float32, say=None)
+    assert "\n" not in str(caught.value) and "run_fine_tuning_polyglot.py --output-dir" in str(caught.value)
+
+
+@pytest.fixture(scope="module")
+def gemma_adapter(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path) -> Path:
+    """A LoRA adapter saved (untrained) on a tiny Gemma-2 built in a temp folder, as the pipeline saves one."""
+    root = tmp_path_factory.mktemp("gemma")
+    splits = load_splits(small_dataset)
+    texts = [example.prompt + example.completion for example in splits.train + splits.valid]
+    tokenizer = build_tiny_tokenizer(GEMMA, texts)
+    save_in_hub_layout(build_tiny_model(GEMMA, tokenizer), tokenizer, root / "base")
+    base = AutoModelForCausalLM.from_pretrained(root / "base", **GEMMA.load_kwargs)
+    with warnings.catch_warnings():  # a transformers deprecation notice raised inside peft
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(base, lora_config(GEMMA, Recipe(lora_rank=4)))
+    save_adapter_atomically(peft_model, AutoTokenizer.from_pretrained(root / "base"), root / "adapter")
+    return root / "adapter"
+
+
+def test_adapter_of_the_other_base_model_names_the_right_one(trained_polyglot: dict, gemma_adapter: Path,
+                                                             tmp_path: Path):
+    with pytest.raises(AdapterError, match=r"trained on a gemma2 model .*not Polyglot-Ko 1.3B .*use --model gemma"):
+        load_fine_tuned(POLYGLOT, tmp_path / "no_weights", gemma_adapter, "cpu", torch.float32, say=None)
+    with pytest.raises(AdapterError, match=r"trained on a gpt_neox model .*use --model polyglot"):
+        load_fine_tuned(GEMMA, tmp_path / "no_weights", trained_polyglot["adapter_dir"], "cpu", torch.float32,
+                        say=None)
+
+
+def test_foreign_adapter_is_caught_even_when_its_base_is_gone(trained_polyglot: dict, gemma_adapter: Path,
+                                                              tmp_path: Path):
+    adapter = Path(shutil.copytree(gemma_adapter, tmp_path / "adapter"))
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    (adapter / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": "/gone"}))
+    weights = polyglot_base(trained_polyglot)  # Polyglot weights in --model-dir: the recorded base can't help
+    with pytest.raises(AdapterError, match="trained on another base model; its tokenizer differs"):
+        load_fine_tuned(POLYGLOT, weights, adapter, "cpu", torch.float32, say=None)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (adapter / name).unlink()
+    with pytest.raises(AdapterError, match="does not fit Polyglot-Ko 1.3B"):
+        load_fine_tuned(POLYGLOT, weights, adapter, "cpu", torch.float32, say=None)
+    with pytest.raises(AdapterError, match=r"base it was trained on \(/gone\) is gone"):
+        load_fine_tuned(GEMMA, tmp_path / "no_weights", adapter, "cpu", torch.float32, say=None)
+
+
+def test_adapter_that_only_partly_fits_is_refused(trained_polyglot: dict, tmp_path: Path):
+    # Same tokenizer and layer shapes, one layer more: peft would load it silently with layer 2 untrained.
+    base = polyglot_base(trained_polyglot)
+    config = AutoConfig.from_pretrained(base)
+    config.num_hidden_layers += 1
+    deeper = tmp_path / "deeper"
+    save_in_hub_layout(AutoModelForCausalLM.from_config(config), AutoTokenizer.from_pretrained(base), deeper)
+    with pytest.raises(AdapterError, match=r"made for another base model: 0 saved weights .* and 2 are missing"):
+        load_fine_tuned(POLYGLOT, deeper, trained_polyglot["adapter_dir"], "cpu", torch.float32,
+                        say=None)
+
+
+# --- run_chat.py end to end, on the tiny stand-in ---
+
+def chat_args(trained: dict, db: Path, *args: str) -> list[str]:
+    return ["--model-dir", str(trained["model_dir"]), "--adapter-dir", str(trained["adapter_dir"]),
+            "--memory-db", str(db), "--seed", "7", *args]
+
+
+def answers_in(stdout: str) -> list[str]:
+    return [line.removeprefix(BOT_LABEL) for line in stdout.splitlines() if line.startswith(BOT_LABEL)]
+
+
+def test_no_adapter_is_one_line_and_exit_2(tmp_path: Path):
+    result = run_script(SCRIPT, "--adapter-dir", str(tmp_path / "none"), "--memory-db", str(tmp_path / "m.db"))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        f"error: no fine-tuned adapter in {tmp_path / 'none'}: make one with "
+        f"`python llm/run_fine_tuning_polyglot.py --output-dir {tmp_path / 'none'}`"]
+    assert not (tmp_path / "m.db").exists()
+
+
+def test_scripted_prompts_from_two_chats_at_once(trained_polyglot: dict, tmp_path: Path):
+    db = tmp_path / "shared.db"
+    MemoryStore(db).add("[내일 일정: 면접]", "나 내일 면접 봐")
+    prompts = [["--prompt", "내일 면접 너무 떨려", "--prompt", "/memory", "--prompt", "안녕"],
+               ["--prompt", "오늘 뭐 먹지?", "--prompt", "너는 누구야?", "--prompt", "/memory"]]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda p: run_script(SCRIPT, *chat_args(trained_polyglot, db, *p)), prompts))
+    for result, args in zip(results, prompts):
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "TINY RANDOMLY INITIALISED" in result.stderr and "memory is off" not in result.stderr
+        shown = answers_in(result.stdout)
+        assert len(shown) == 2  # one per message; /memory is a command
+        for text in shown:  # whatever the tiny model says: no markers, no leading tag
+            assert_clean(text)
+        assert "[내일 일정: 면접]" in result.stdout  # listed by /memory
+        assert result.stdout.startswith(USER_LABEL + args[1])
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert "[내일 일정: 면접]" in [m.tag for m in MemoryStore(db).memories()]
+
+
+def test_interactive_session_on_stdin(trained_polyglot: dict, tmp_path: Path):
+    db = tmp_path / "memory.db"
+    MemoryStore(db).add("[내일 일정: 면접]", "나 내일 면접 봐")
+    result = run_script(SCRIPT, *chat_args(trained_polyglot, db), input="안녕\n/memory\n/forget\n/quit\n남은 줄\n")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == f"({HINT})"
+    assert lines[1:3] == [USER_LABEL + "안녕", lines[2]] and lines[2].startswith(BOT_LABEL)
+    assert_clean(lines[2].removeprefix(BOT_LABEL))
+    assert lines[3:] == [USER_LABEL + "/memory", "(she remembers 1, newest first)", lines[5],
+                         USER_LABEL + "/forget", "(memory cleared: 1 forgotten)", USER_LABEL + "/quit"]
+    assert lines[5].strip().startswith("[내일 일정: 면접]") and "남은 줄" not in result.stdout
+    assert MemoryStore(db).memories() == []
+
+
+def test_corrupt_database_chat_still_answers(trained_polyglot: dict, tmp_path: Path):
+    db = tmp_path / "memory.db"
+    db.write_bytes(b"not a database " * 300)
+    result = run_script(SCRIPT, *chat_args(trained_polyglot, db, "--prompt", "안녕", "--prompt", "/memory"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    [notice] = [line for line in result.stderr.splitlines() if "memory is off" in line]
+    assert notice.startswith(f"memory is off: memory database {db} is unavailable")
+    assert len(answers_in(result.stdout)) == 1
+    assert result.stdout.splitlines()[-1] == f"({notice})"
+    assert db.read_bytes() == b"not a database " * 300
