@@ -31,7 +31,7 @@ class Recipe:
 
 # The tiny stand-in is random at start and LoRA only adapts its attention, so it needs a higher learning
 # rate than the real models; the epoch count keeps a default run on 2 CPU cores under 5 minutes.
-TINY_EPOCHS = 20
+TINY_EPOCHS = 30
 TINY_CONTEXT = 256  # tokens: the stand-in's context, ample for the dataset's pairs
 TINY_LEARNING_RATE = 3e-3
 
@@ -76,7 +76,7 @@ POLYGLOT = ModelSpec(
         use_parallel_residual=True, tie_word_embeddings=False, bos_token_id=0, eos_token_id=2,
     ),
     tiny_config=dict(
-        hidden_size=128, num_hidden_layers=2, num_attention_heads=4, intermediate_size=512,
+        hidden_size=256, num_hidden_layers=2, num_attention_heads=4, intermediate_size=1024,
         max_position_embeddings=TINY_CONTEXT,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5},
         use_parallel_residual=True, tie_word_embeddings=False,

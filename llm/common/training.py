@@ -86,14 +86,16 @@ class ValidPromptTest(TrainerCallback):
 
 
 def match_report(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example]) -> str:
-    """How close greedy answers to train prompts come to the dataset's: exact matches and mean similarity."""
+    """How close greedy answers to train prompts come to the dataset's: exact matches, mean similarity, stops."""
     answers = generate_answers(model, tokenizer, [example.input_data for example in examples])
     exact = sum(answer.text == example.output_data for answer, example in zip(answers, examples))
     similarity = sum(
         difflib.SequenceMatcher(None, answer.text, example.output_data, autojunk=False).ratio()
         for answer, example in zip(answers, examples)
     ) / len(examples)
-    return f"exact {exact}/{len(examples)}, mean character similarity {similarity:.3f}"
+    stopped = sum(answer.stopped for answer in answers)
+    return (f"exact {exact}/{len(examples)}, mean character similarity {similarity:.3f}, "
+            f"ended at the end marker {stopped}/{len(examples)}")
 
 
 def save_adapter_atomically(model: PeftModel, tokenizer: PreTrainedTokenizerBase, adapter_dir: Path) -> None:

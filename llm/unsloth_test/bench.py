@@ -1,0 +1,344 @@
+"""What both Unsloth measurement scripts share: the options, the measured work, the results row and the log.
+
+Each run answers valid prompts (inference) and LoRA-fine-tunes on train pairs (fine-tuning), measuring wall
+time and peak memory of each with llm.common.measure. Only loading the model and attaching LoRA differ
+between the two scripts; they pass those in as a Backend.
+"""
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+from peft import LoraConfig
+from transformers import (
+    AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, set_seed,
+)
+from trl import SFTTrainer
+
+from llm.common.cli import UserError, positive_int
+from llm.common.data import Example, Splits, load_splits, to_prompt_completion
+from llm.common.inference import DEFAULT_BATCH_SIZE, MAX_LENGTH, generate_answers
+from llm.common.logs import RunLog, log_file_path
+from llm.common.measure import Measurement, measure
+from llm.common.models import (
+    check_model_folder, ensure_tiny_model, folder_is_empty, load_local, pick_device, prepare_tokenizer, tiny_notice,
+)
+from llm.common.pipeline import LIBRARIES
+from llm.common.training import format_answers, lora_config, sft_config
+from llm.unsloth_test import DEFAULT_RESULTS, RESULT_FIELDS, STATUS_OK, append_result, read_results
+from llm.common.specs import DEFAULT_DATASET, GEMMA, POLYGLOT, REPO_LLM_DIR, ModelSpec, Recipe
+
+DEFAULT_LOGS_DIR = Path(__file__).resolve().parent / "logs"
+SHAPES = {"gemma-2-2b": GEMMA, "polyglot-ko-1.3b": POLYGLOT}  # --shape: the real models' full configs
+UNSLOTH_SHAPES = ("gemma-2-2b",)  # Unsloth has no fast path for GPT-NeoX, so only Gemma is compared
+# The original experiment: 25 valid prompts, 20 train pairs x 3 epochs, eval on 5 valid pairs.
+DEFAULT_PROMPTS = 25
+DEFAULT_TRAIN_PAIRS = 20
+DEFAULT_EPOCHS = 3
+EVAL_PAIRS = 5
+SEQ_LENGTH = 256  # training length limit: every pair of the dataset fits; also the tiny stand-in's context
+UNAVAILABLE_EXIT = 3
+
+
+@dataclass(frozen=True)
+class Subject:
+    """The model a run measures, resolved from the options before anything is written."""
+
+    spec: ModelSpec
+    label: str  # the results.csv `model` column: runs are compared only with runs of the same label
+    short: str  # in the log file name
+    weights_dir: Path | None  # a folder in the Hugging Face layout; None for --shape (built, not loaded)
+    tokenizer_dir: Path | None = None  # --shape: the tiny stand-in whose tokenizer drives the model
+    notice: str | None = None  # printed and logged: the run is not on real weights
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What differs between the two scripts; everything else is shared so that the work is the same."""
+
+    unsloth: str  # "with" or "without": the results.csv `unsloth` column
+    load: Callable[[Subject, str, torch.dtype, Path], tuple[PreTrainedModel, PreTrainedTokenizerBase]]
+    # Returns the model to train and the LoraConfig for SFTTrainer (None when LoRA is attached already).
+    attach_lora: Callable[[PreTrainedModel, LoraConfig, Recipe], tuple[PreTrainedModel, LoraConfig | None]]
+    prepare_inference: Callable[[PreTrainedModel], None] = lambda model: None
+    libraries: tuple[str, ...] = LIBRARIES  # versions printed in the log
+
+
+def build_parser(with_unsloth: bool) -> argparse.ArgumentParser:
+    side = "WITH" if with_unsloth else "WITHOUT"
+    shapes = UNSLOTH_SHAPES if with_unsloth else tuple(SHAPES)
+    parser = argparse.ArgumentParser(
+        description=f"Measure inference and LoRA fine-tuning of Gemma-2 2B {side} Unsloth: wall time and peak "
+                    f"memory. Appends a row to the results file and writes a log; compare the two scripts' rows "
+                    f"with llm/unsloth_test/compare.py.",
+    )
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help=f"Gemma-2 2B weights (default: {GEMMA.model_dir}); when empty, a tiny Gemma-2 "
+                             f"stand-in is used, and says so")
+    parser.add_argument("--shape", choices=shapes, default=None,
+                        help="instead of weights: a randomly initialised model of this real model's full size, "
+                             "to measure time and memory at real scale without weights")
+    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="the dataset CSV (default: %(default)s)")
+    parser.add_argument("--prompts", type=positive_int, default=DEFAULT_PROMPTS,
+                        help="valid prompts answered in the inference part (default: %(default)s)")
+    parser.add_argument("--train-pairs", type=positive_int, default=DEFAULT_TRAIN_PAIRS,
+                        help="train pairs of the fine-tuning part (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
+                        help="fine-tuning epochs (default: %(default)s)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
+                        help="the CSV file the row is appended to (default: %(default)s)")
+    parser.add_argument("--logs-dir", type=Path, default=DEFAULT_LOGS_DIR,
+                        help="where the log goes (default: %(default)s)")
+    parser.add_argument("--machine", default=None,
+                        help="how to name this machine in the results (default: host name, CPU cores and RAM)")
+    return parser
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the repository when it is inside it: shorter, and the same on every checkout."""
+    try:
+        return str(path.resolve().relative_to(REPO_LLM_DIR.parent))
+    except ValueError:
+        return str(path)
+
+
+def describe_model(args: argparse.Namespace) -> tuple[ModelSpec, str, str]:
+    """(spec, label, short name) from the options alone: cheap, builds nothing."""
+    if args.shape:
+        if args.model_dir is not None:
+            raise UserError("--shape builds a random model of the real size: leave out --model-dir")
+        return SHAPES[args.shape], f"{args.shape} (full size, random weights)", args.shape
+    model_dir = args.model_dir or GEMMA.model_dir
+    if folder_is_empty(model_dir):
+        return GEMMA, f"{GEMMA.display_name} tiny stand-in", "tiny"
+    return GEMMA, f"{GEMMA.display_name} ({_shown(model_dir)})", "weights"
+
+
+def resolve_subject(args: argparse.Namespace, splits: Splits) -> Subject:
+    """The model to measure; a bad weights folder stops here, before anything is written."""
+    spec, label, short = describe_model(args)
+    if args.shape:
+        tiny_dir = ensure_tiny_model(spec, splits)
+        notice = (
+            f"NOTICE: --shape {args.shape} is a RANDOMLY INITIALISED {spec.display_name} of the full real size "
+            f"(config: {spec.full_config['num_hidden_layers']} layers, d_model {spec.full_config['hidden_size']}, "
+            f"vocab {spec.full_config['vocab_size']}). Time and memory are at real scale; the answers are noise.\n"
+            f"NOTICE: it is driven by the tiny stand-in's tokenizer ({_shown(tiny_dir)}): all its ids are below the "
+            f"model's vocabulary, so every forward pass costs what the real model's does, but a text becomes a "
+            f"different number of tokens than with the real tokenizer. A random model never writes the end "
+            f"marker, so every answer runs to the length limit: more generation than a trained model does."
+        )
+        return Subject(spec, label, short, None, tiny_dir, notice)
+    model_dir = args.model_dir or GEMMA.model_dir
+    if short == "tiny":
+        tiny_dir = ensure_tiny_model(spec, splits)
+        return Subject(spec, label, short, tiny_dir, notice=tiny_notice(spec, model_dir, tiny_dir))
+    check_model_folder(spec, model_dir)
+    return Subject(spec, label, short, model_dir)
+
+
+def pick_examples(args: argparse.Namespace, splits: Splits) -> tuple[list[str], list[Example], list[Example]]:
+    """The first N valid prompts, the first N train pairs and the first valid pairs with answers, for eval."""
+    wanted = [("--prompts", args.prompts, splits.valid, "valid prompts"),
+              ("--train-pairs", args.train_pairs, splits.train, "train pairs"),
+              ("eval", EVAL_PAIRS, splits.valid_with_answers, "valid pairs with answers")]
+    for option, count, examples, what in wanted:
+        if count > len(examples):
+            raise UserError(f"{option}: {count} {what} asked for, but {splits.path} has only {len(examples)}")
+    return ([example.input_data for example in splits.valid[:args.prompts]], splits.train[:args.train_pairs],
+            splits.valid_with_answers[:EVAL_PAIRS])
+
+
+def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
+    prepare_tokenizer(tokenizer)
+    return tokenizer
+
+
+def full_size_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrainedConfig:
+    """The real model's config, with the special-token ids of the tokenizer that drives it."""
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    return spec.config_class()(**(spec.full_config | ids))
+
+
+def build_full_size(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, device: str,
+                    dtype: torch.dtype) -> PreTrainedModel:
+    """A randomly initialised model of the real size, created directly in `dtype` on `device`."""
+    with torch.device(device):  # no copy in another dtype or on another device on the way
+        return AutoModelForCausalLM.from_config(full_size_config(spec, tokenizer), dtype=dtype, **spec.load_kwargs)
+
+
+def load_plain(subject: Subject, device: str, dtype: torch.dtype,
+               workdir: Path) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Without Unsloth: transformers loads the weights, or the full-size random model is built in memory."""
+    if subject.weights_dir is None:
+        tokenizer = load_tokenizer(subject.tokenizer_dir)
+        return build_full_size(subject.spec, tokenizer, device, dtype), tokenizer
+    loaded = load_local(subject.spec, subject.weights_dir, device, dtype)
+    return loaded.model, loaded.tokenizer
+
+
+# Without Unsloth, SFTTrainer attaches LoRA itself from the LoraConfig.
+PLAIN = Backend("without", load_plain, lambda model, config, recipe: (model, config))
+
+
+def describe_device(device: str, dtype: torch.dtype) -> str:
+    dtype_name = str(dtype).removeprefix("torch.")
+    if device == "cuda":
+        major, minor = torch.cuda.get_device_capability(0)
+        return f"cuda: {torch.cuda.get_device_name(0)} (compute capability {major}.{minor}), {dtype_name}"
+    return f"cpu: {len(os.sched_getaffinity(0))} cores, {dtype_name}"
+
+
+def describe_machine() -> str:
+    memory_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{platform.node()} ({platform.machine()}, {os.cpu_count()} CPUs, {memory_gib:.0f} GiB RAM)"
+
+
+def new_row(args: argparse.Namespace, backend_side: str, label: str, device_text: str) -> dict[str, object]:
+    row: dict[str, object] = {field: "" for field in RESULT_FIELDS}
+    row.update(date=datetime.now().strftime("%Y-%m-%d %H:%M"), machine=args.machine or describe_machine(),
+               device=device_text, model=label, unsloth=backend_side, prompts=args.prompts,
+               train_pairs=args.train_pairs, epochs=args.epochs)
+    return row
+
+
+def _record(row: dict[str, object], part: str, measurement: Measurement) -> None:
+    row[f"{part}_s"] = f"{measurement.seconds:.2f}"
+    row[f"{part}_peak_mb"] = f"{measurement.peak_mb:.1f}"
+    if measurement.process_mb is not None:
+        row[f"{part}_process_mb"] = f"{measurement.process_mb:.1f}"
+    kinds = [kind for kind in (row["peak_memory_kind"], measurement.peak_kind) if kind]
+    row["peak_memory_kind"] = " / ".join(dict.fromkeys(kinds))
+
+
+def _describe(part: str, measurement: Measurement) -> str:
+    process = f", process {measurement.process_mb:,.0f} MB (nvidia-smi)" if measurement.process_mb is not None else ""
+    return f"{part}: {measurement.seconds:.2f} s, peak {measurement.peak_mb:,.0f} MB ({measurement.peak_kind}){process}"
+
+
+def _command() -> str:
+    return shlex.join([_shown(Path(sys.argv[0])), *sys.argv[1:]])
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _header(backend: Backend, subject: Subject, args: argparse.Namespace, device_text: str,
+            recipe: Recipe) -> str:
+    versions = ", ".join(f"{name} {version(name)}" for name in backend.libraries)
+    return "\n".join([
+        f"Oh-LoRA Unsloth test, {backend.unsloth.upper()} Unsloth: {subject.label}",
+        f"command: {_command()}",
+        f"weights: {_shown(subject.weights_dir) if subject.weights_dir else 'none (built from the config)'}",
+        f"device: {device_text}",
+        f"inference: {args.prompts} valid prompts, greedy, batches of up to {DEFAULT_BATCH_SIZE}, "
+        f"{MAX_LENGTH} tokens per sequence (prompt included)",
+        f"fine-tuning: LoRA r={recipe.lora_rank} alpha={recipe.lora_alpha} dropout={recipe.lora_dropout} on "
+        f"{', '.join(subject.spec.lora_targets)}; {args.train_pairs} train pairs x {args.epochs} epochs, "
+        f"train batch {recipe.batch_size}, eval on {EVAL_PAIRS} valid pairs after each epoch, lr {recipe.learning_rate}",
+        f"dataset: {_shown(args.dataset)}",
+        f"results file: {_shown(args.results)}",
+        versions,
+    ])
+
+
+def _fine_tune(backend: Backend, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, subject: Subject,
+               recipe: Recipe, train: list[Example], evals: list[Example], device: str, dtype: torch.dtype,
+               workdir: Path) -> tuple[int, float]:
+    """The measured fine-tuning: attach LoRA, train (with eval after each epoch); returns steps and train loss."""
+    model, peft_config = backend.attach_lora(model, lora_config(subject.spec, recipe), recipe)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(recipe, workdir / "checkpoints", device, dtype, has_eval=True, max_length=SEQ_LENGTH,
+                        save_strategy="no"),
+        train_dataset=to_prompt_completion(train),
+        eval_dataset=to_prompt_completion(evals),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    result = trainer.train()
+    return trainer.state.global_step, result.training_loss
+
+
+def run(backend: Backend, argv: list[str] | None = None) -> int:
+    """Parse options, measure inference and fine-tuning, append the row, write the log; returns the exit code."""
+    args = build_parser(backend.unsloth == "with").parse_args(argv)
+    # Everything that can be wrong with the inputs is found before anything is written.
+    splits = load_splits(args.dataset)
+    prompts, train, evals = pick_examples(args, splits)
+    read_results(args.results)
+    subject = resolve_subject(args, splits)
+    device, dtype = pick_device()
+    recipe = Recipe(epochs=args.epochs)
+    device_text = describe_device(device, dtype)
+    row = new_row(args, backend.unsloth, subject.label, device_text)
+    log_path = log_file_path(args.logs_dir, f"{backend.unsloth}_unsloth {subject.short}")
+
+    with RunLog(log_path), tempfile.TemporaryDirectory(prefix="unsloth_test-") as workdir:
+        if subject.notice:
+            print(subject.notice)
+            print(subject.notice, file=sys.stderr)  # also on screen when stdout is redirected
+        print(_header(backend, subject, args, device_text, recipe))
+        set_seed(recipe.seed)
+        started = time.perf_counter()
+        model, tokenizer = backend.load(subject, device, dtype, Path(workdir))
+        parameters = sum(parameter.numel() for parameter in model.parameters())
+        print(f"model ready in {time.perf_counter() - started:.1f} s (not measured): {parameters:,} parameters")
+        try:
+            backend.prepare_inference(model)
+            answers, inference = measure(lambda: generate_answers(model, tokenizer, prompts, progress="inference"))
+            _record(row, "inference", inference)
+            print(format_answers(f"inference: {len(prompts)} valid prompts (greedy)", answers))
+            print(_describe("inference", inference))
+            (steps, loss), fine_tuning = measure(lambda: _fine_tune(
+                backend, model, tokenizer, subject, recipe, train, evals, device, dtype, Path(workdir)))
+            _record(row, "finetune", fine_tuning)
+            print(f"fine-tuning: {steps} steps, train loss {loss:.4f}")
+            print(_describe("fine-tuning", fine_tuning))
+        except Exception as error:
+            row["status"] = f"failed: {_one_line(error)}"
+            append_result(args.results, row)
+            print(f"{row['status']} (row appended to {_shown(args.results)})")
+            if isinstance(error, torch.OutOfMemoryError):  # an expected outcome on a small GPU, not a bug
+                return 1
+            raise
+        row["status"] = STATUS_OK
+        append_result(args.results, row)
+        print(f"row appended to {_shown(args.results)}: " + ", ".join(f"{key}={row[key]}" for key in RESULT_FIELDS))
+        print(f"log: {log_path}")
+    return 0
+
+
+def record_unavailable(reason: str, argv: list[str] | None = None) -> int:
+    """Where Unsloth cannot run: a row and a log saying why, the reason as one line on screen, exit code 3."""
+    args = build_parser(with_unsloth=True).parse_args(argv)
+    pick_examples(args, load_splits(args.dataset))  # bad input is reported as such, not as unavailable
+    read_results(args.results)
+    _, label, short = describe_model(args)
+    status = f"unavailable: {reason}"
+    row = new_row(args, "with", label, describe_device(*pick_device())) | {"status": status}
+    log_path = log_file_path(args.logs_dir, f"with_unsloth {short}")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log_path.write_text(
+        f"Oh-LoRA Unsloth test, WITH Unsloth: {label}\n"
+        f"command: {_command()}\n"
+        f"device: {row['device']}\n{status}\nnothing was measured; row appended to {_shown(args.results)}\n",
+        encoding="utf-8",
+    )
+    append_result(args.results, row)
+    print(status, file=sys.stderr)
+    return UNAVAILABLE_EXIT
