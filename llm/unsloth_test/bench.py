@@ -25,7 +25,7 @@ from transformers import (
 )
 from trl import SFTTrainer
 
-from llm.common.cli import UserError, positive_int
+from llm.common.cli import ArgumentParser, UserError, positive_int
 from llm.common.data import Example, Splits, load_splits, to_prompt_completion
 from llm.common.inference import DEFAULT_BATCH_SIZE, MAX_LENGTH, generate_answers
 from llm.common.logs import RunLog, log_file_path
@@ -77,7 +77,7 @@ class Backend:
 def build_parser(with_unsloth: bool) -> argparse.ArgumentParser:
     side = "WITH" if with_unsloth else "WITHOUT"
     shapes = UNSLOTH_SHAPES if with_unsloth else tuple(SHAPES)
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=f"Measure inference and LoRA fine-tuning of Gemma-2 2B {side} Unsloth: wall time and peak "
                     f"memory. Appends a row to the results file and writes a log; compare the two scripts' rows "
                     f"with llm/unsloth_test/compare.py.",

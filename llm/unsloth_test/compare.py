@@ -7,14 +7,14 @@ Two rows match when both runs succeeded on the same model (or shape) and device,
 import argparse
 from pathlib import Path
 
-from llm.common.cli import UserError, run_main
+from llm.common.cli import ArgumentParser, UserError, run_main
 from llm.unsloth_test import DEFAULT_RESULTS, STATUS_OK, read_results
 
 MATCH_KEYS = ("model", "device", "prompts", "train_pairs", "epochs")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description="Print the with/without Unsloth table (time and peak memory, saving in percent) for the "
                     "latest pair of successful runs of the same model on the same device with the same counts.",
     )
