@@ -3,7 +3,6 @@
 import csv
 import re
 from collections import Counter
-from pathlib import Path
 
 import pytest
 

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from peft import PeftModel, get_peft_model
-from safetensors.torch import save_file
-from transformers import PreTrainedModel, set_seed
+from transformers import set_seed
 from trl import SFTTrainer
 
 from conftest import REPO, run_script

@@ -12,7 +12,7 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer
 
 from llm.common.cli import UserError
-from llm.common.models import LoadedModel, folder_is_empty, load_local, tiny_notice
+from llm.common.models import LoadedModel, first_line, folder_is_empty, folder_model_type, load_local, tiny_notice
 from llm.common.specs import SPECS, ModelSpec
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -84,11 +84,6 @@ def _trained_base(config: dict) -> Path | None:
     return Path(name) if isinstance(name, str) and name.strip() else None
 
 
-def _model_type(folder: Path) -> str | None:
-    config = _read_json(folder / "config.json")
-    return config.get("model_type") if config else None
-
-
 def _is_tiny(spec: ModelSpec, folder: Path) -> bool:
     """True for a folder holding this project's tiny stand-in (its shape is the spec's tiny_config)."""
     config = _read_json(folder / "config.json") or {}
@@ -97,7 +92,7 @@ def _is_tiny(spec: ModelSpec, folder: Path) -> bool:
 
 def _check_architecture(spec: ModelSpec, adapter_dir: Path, trained_on: Path | None) -> None:
     """An adapter whose recorded base still exists and is another architecture names the right --model."""
-    model_type = _model_type(trained_on) if trained_on is not None else None
+    model_type = folder_model_type(trained_on) if trained_on is not None else None
     if model_type is None or model_type == spec.architecture:
         return
     other = next((f"; use --model {s.name}" for s in SPECS.values() if s.architecture == model_type), "")
@@ -173,9 +168,8 @@ def load_fine_tuned(spec: ModelSpec, model_dir: Path, adapter_dir: Path, device:
             warnings.filterwarnings("ignore", message="Found missing adapter keys", category=UserWarning)
             model = PeftModel.from_pretrained(base.model, adapter_dir, is_trainable=False)
     except (ValueError, TypeError, KeyError, RuntimeError, OSError, SafetensorError) as error:
-        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise AdapterError(f"{adapter_dir}: does not fit {spec.display_name} in {base.model_dir} "
-                           f"({first_line[:300]})") from None
+                           f"({first_line(error)[:300]})") from None
     _check_weights_fit(spec, adapter_dir, model, saved_keys, base)
     model.eval()
     return LoadedModel(model, base.tokenizer, base.model_dir, base.is_tiny)

@@ -56,6 +56,20 @@ def folder_is_empty(path: Path) -> bool:
     return not path.is_dir() or not any(not child.name.startswith(".") for child in path.iterdir())
 
 
+def folder_model_type(folder: Path) -> str | None:
+    """The model_type in a folder's config.json, or None when it is missing or unreadable."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config.get("model_type") if isinstance(config, dict) else None
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none): for one-line reports."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 def check_model_folder(spec: ModelSpec, model_dir: Path) -> None:
     """Stop with a message naming the missing or bad file, before transformers tries to load it."""
     config_path = model_dir / "config.json"
@@ -107,8 +121,7 @@ def load_local(spec: ModelSpec, model_dir: Path, device: str, dtype: torch.dtype
             model_dir, dtype=dtype, trust_remote_code=False, use_safetensors=True, **spec.load_kwargs
         )
     except (OSError, ValueError, RuntimeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelFolderError(f"{model_dir}: cannot load ({first_line})") from None
+        raise ModelFolderError(f"{model_dir}: cannot load ({first_line(error)})") from None
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:
         raise ModelFolderError(
             f"{model_dir}: the tokenizer has {len(tokenizer)} tokens but the model only "

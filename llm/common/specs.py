@@ -11,6 +11,12 @@ DEFAULT_DATASET = REPO_LLM_DIR / "OhLoRA_fine_tuning.csv"
 MODELS_DIR = REPO_LLM_DIR / "models"
 
 
+def repo_relative(path: Path) -> str:
+    """A path relative to the repository root when it is inside it: shorter, and the same on every checkout."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_LLM_DIR.parent)) if path.is_relative_to(REPO_LLM_DIR.parent) else str(path)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """Hyperparameters; the defaults are the original experiments' (see DESIGN.md)."""

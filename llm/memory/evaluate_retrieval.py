@@ -13,7 +13,6 @@ import argparse
 import csv
 import math
 import statistics
-import sys
 from pathlib import Path
 
 from llm.common.cli import ArgumentParser, UserError, run_main

@@ -8,7 +8,6 @@ import argparse
 import csv
 import dataclasses
 import gc
-import json
 import math
 import os
 import platform
@@ -29,13 +28,14 @@ from llm.common.cli import ArgumentParser, UserError, positive_int
 from llm.common.data import Example, Splits, load_splits, to_prompt_completion
 from llm.common.inference import Answer, generate_answers
 from llm.common.measure import Measurement, measure
-from llm.common.models import LoadedModel, ensure_tiny_model, folder_is_empty, load_local, pick_device
+from llm.common.models import LoadedModel, ensure_tiny_model, folder_is_empty, folder_model_type, load_local, pick_device
 from llm.common.training import lora_config, sft_config
 from llm.model_selection.candidates import Candidate, load_candidates
 from llm.model_selection.metrics import summarise
-from llm.common.specs import DEFAULT_DATASET, GEMMA, MODELS_DIR, POLYGLOT, REPO_LLM_DIR, TINY_LEARNING_RATE, ModelSpec, Recipe
+from llm.common.specs import (
+    DEFAULT_DATASET, GEMMA, MODELS_DIR, POLYGLOT, TINY_LEARNING_RATE, ModelSpec, Recipe, repo_relative,
+)
 
-REPO_ROOT = REPO_LLM_DIR.parent
 DEFAULT_OUTPUT_DIR = Path(__file__).with_name("results")
 DEFAULT_EPOCHS = 3
 DEFAULT_TRAIN_PAIRS = 60
@@ -105,12 +105,6 @@ def build_parser(candidates: list[Candidate]) -> argparse.ArgumentParser:
     return parser
 
 
-def shown(path: Path) -> str:
-    """A path as the result files show it: relative to the repo root when inside it, so results travel."""
-    path = path.resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
-
-
 def file_stem(name: str) -> str:
     """A candidate name as a file-name part: 'polyglot-ko-1.3b (tiny stand-in)' -> 'polyglot-ko-1.3b_tiny_stand-in'."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
@@ -121,16 +115,10 @@ def train_subset(train: list[Example], size: int) -> list[Example]:
     return train[:: max(1, len(train) // size)][:size]
 
 
-def _model_type(model_dir: Path) -> str | None:
-    try:
-        return json.loads((model_dir / "config.json").read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None  # check_model_folder reports what is wrong with the folder
-
-
 def spec_for(candidate: Candidate, model_dir: Path) -> ModelSpec:
     """The project's spec for the two known architectures; a generic one (peft's default LoRA targets) else."""
-    architecture = _model_type(model_dir) or candidate.architecture
+    # An unreadable config falls back to the listed architecture; check_model_folder then says what is wrong.
+    architecture = folder_model_type(model_dir) or candidate.architecture
     known = KNOWN_SPECS.get(architecture)
     if known is not None:
         return dataclasses.replace(known, display_name=candidate.name, model_dir=model_dir)
@@ -148,7 +136,7 @@ def plan_jobs(candidates: list[Candidate], models_dir: Path, tiny: bool) -> list
     for candidate in candidates:
         model_dir = models_dir / candidate.folder
         if folder_is_empty(model_dir):
-            jobs.append(Job(candidate.name, False, status=f"skipped: no weights in {shown(model_dir)}"))
+            jobs.append(Job(candidate.name, False, status=f"skipped: no weights in {repo_relative(model_dir)}"))
         else:
             jobs.append(Job(candidate.name, False, model_dir, spec_for(candidate, model_dir)))
     if tiny:
@@ -230,7 +218,7 @@ def run_job(job: Job, splits: Splits, train: list[Example], args: argparse.Names
     if job.is_tiny:
         tiny_dir = ensure_tiny_model(spec, splits)
         print(f"{job.name}: TINY RANDOMLY INITIALISED {spec.architecture} model built by this project "
-              f"({shown(tiny_dir)}); its numbers only show that the pipeline works")
+              f"({repo_relative(tiny_dir)}); its numbers only show that the pipeline works")
         loaded = load_local(spec, tiny_dir, device, dtype)
     else:
         loaded = load_local(spec, job.model_dir, device, dtype)
@@ -306,7 +294,7 @@ def run_header(argv: list[str], args: argparse.Namespace, splits: Splits, train_
         f"- date: {time.strftime('%Y-%m-%d')}; machine: {machine_description(device)}; "
         f"device {device}, dtype {str(dtype).removeprefix('torch.')}",
         f"- command: `{shlex.join(['python', 'llm/model_selection/run_model_selection.py', *argv])}`",
-        f"- dataset: {shown(splits.path)}; {train_pairs} train pairs x {args.epochs} epochs of LoRA fine-tuning "
+        f"- dataset: {repo_relative(splits.path)}; {train_pairs} train pairs x {args.epochs} epochs of LoRA fine-tuning "
         f"(eval loss on {len(splits.valid_with_answers)} valid rows after each epoch, included in the time); "
         f"{len(splits.valid)} valid prompts x {SAMPLES_PER_PROMPT} samples at temperature {Recipe.temperature}, "
         f"max_trials {INFERENCE_MAX_TRIALS} (empty answers counted, not retried)",
@@ -335,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     for number, job in enumerate(jobs, start=1):
         row = {"name": job.name, "is_tiny": job.is_tiny, "status": job.status}
         if not job.status:
-            where = shown(job.model_dir) if job.model_dir else "tiny stand-in"
+            where = repo_relative(job.model_dir) if job.model_dir else "tiny stand-in"
             print(f"[{number}/{len(jobs)}] {job.name}: testing ({where})", flush=True)
             try:
                 row |= run_job(job, splits, train, args, device, dtype)

@@ -36,7 +36,7 @@ from llm.common.models import (
 from llm.common.pipeline import LIBRARIES
 from llm.common.training import format_answers, lora_config, sft_config
 from llm.unsloth_test import DEFAULT_RESULTS, RESULT_FIELDS, STATUS_OK, append_result, read_results
-from llm.common.specs import DEFAULT_DATASET, GEMMA, POLYGLOT, REPO_LLM_DIR, ModelSpec, Recipe
+from llm.common.specs import DEFAULT_DATASET, GEMMA, POLYGLOT, ModelSpec, Recipe, repo_relative
 
 DEFAULT_LOGS_DIR = Path(__file__).resolve().parent / "logs"
 SHAPES = {"gemma-2-2b": GEMMA, "polyglot-ko-1.3b": POLYGLOT}  # --shape: the real models' full configs
@@ -104,14 +104,6 @@ def build_parser(with_unsloth: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def _shown(path: Path) -> str:
-    """A path relative to the repository when it is inside it: shorter, and the same on every checkout."""
-    try:
-        return str(path.resolve().relative_to(REPO_LLM_DIR.parent))
-    except ValueError:
-        return str(path)
-
-
 def describe_model(args: argparse.Namespace) -> tuple[ModelSpec, str, str]:
     """(spec, label, short name) from the options alone: cheap, builds nothing."""
     if args.shape:
@@ -121,7 +113,7 @@ def describe_model(args: argparse.Namespace) -> tuple[ModelSpec, str, str]:
     model_dir = args.model_dir or GEMMA.model_dir
     if folder_is_empty(model_dir):
         return GEMMA, f"{GEMMA.display_name} tiny stand-in", "tiny"
-    return GEMMA, f"{GEMMA.display_name} ({_shown(model_dir)})", "weights"
+    return GEMMA, f"{GEMMA.display_name} ({repo_relative(model_dir)})", "weights"
 
 
 def resolve_subject(args: argparse.Namespace, splits: Splits) -> Subject:
@@ -133,7 +125,7 @@ def resolve_subject(args: argparse.Namespace, splits: Splits) -> Subject:
             f"NOTICE: --shape {args.shape} is a RANDOMLY INITIALISED {spec.display_name} of the full real size "
             f"(config: {spec.full_config['num_hidden_layers']} layers, d_model {spec.full_config['hidden_size']}, "
             f"vocab {spec.full_config['vocab_size']}). Time and memory are at real scale; the answers are noise.\n"
-            f"NOTICE: it is driven by the tiny stand-in's tokenizer ({_shown(tiny_dir)}): all its ids are below the "
+            f"NOTICE: it is driven by the tiny stand-in's tokenizer ({repo_relative(tiny_dir)}): all its ids are below the "
             f"model's vocabulary, so every forward pass costs what the real model's does, but a text becomes a "
             f"different number of tokens than with the real tokenizer. A random model never writes the end "
             f"marker, so every answer runs to the length limit: more generation than a trained model does."
@@ -229,7 +221,7 @@ def _describe(part: str, measurement: Measurement) -> str:
 
 
 def _command() -> str:
-    return shlex.join([_shown(Path(sys.argv[0])), *sys.argv[1:]])
+    return shlex.join([repo_relative(Path(sys.argv[0])), *sys.argv[1:]])
 
 
 def _one_line(error: BaseException) -> str:
@@ -243,15 +235,15 @@ def _header(backend: Backend, subject: Subject, args: argparse.Namespace, device
     return "\n".join([
         f"Oh-LoRA Unsloth test, {backend.unsloth.upper()} Unsloth: {subject.label}",
         f"command: {_command()}",
-        f"weights: {_shown(subject.weights_dir) if subject.weights_dir else 'none (built from the config)'}",
+        f"weights: {repo_relative(subject.weights_dir) if subject.weights_dir else 'none (built from the config)'}",
         f"device: {device_text}",
         f"inference: {args.prompts} valid prompts, greedy, batches of up to {DEFAULT_BATCH_SIZE}, "
         f"{MAX_LENGTH} tokens per sequence (prompt included)",
         f"fine-tuning: LoRA r={recipe.lora_rank} alpha={recipe.lora_alpha} dropout={recipe.lora_dropout} on "
         f"{', '.join(subject.spec.lora_targets)}; {args.train_pairs} train pairs x {args.epochs} epochs, "
         f"train batch {recipe.batch_size}, eval on {EVAL_PAIRS} valid pairs after each epoch, lr {recipe.learning_rate}",
-        f"dataset: {_shown(args.dataset)}",
-        f"results file: {_shown(args.results)}",
+        f"dataset: {repo_relative(args.dataset)}",
+        f"results file: {repo_relative(args.results)}",
         versions,
     ])
 
@@ -312,13 +304,13 @@ def run(backend: Backend, argv: list[str] | None = None) -> int:
         except Exception as error:
             row["status"] = f"failed: {_one_line(error)}"
             append_result(args.results, row)
-            print(f"{row['status']} (row appended to {_shown(args.results)})")
+            print(f"{row['status']} (row appended to {repo_relative(args.results)})")
             if isinstance(error, torch.OutOfMemoryError):  # an expected outcome on a small GPU, not a bug
                 return 1
             raise
         row["status"] = STATUS_OK
         append_result(args.results, row)
-        print(f"row appended to {_shown(args.results)}: " + ", ".join(f"{key}={row[key]}" for key in RESULT_FIELDS))
+        print(f"row appended to {repo_relative(args.results)}: " + ", ".join(f"{key}={row[key]}" for key in RESULT_FIELDS))
         print(f"log: {log_path}")
     return 0
 
@@ -336,7 +328,7 @@ def record_unavailable(reason: str, argv: list[str] | None = None) -> int:
     log_path.write_text(
         f"Oh-LoRA Unsloth test, WITH Unsloth: {label}\n"
         f"command: {_command()}\n"
-        f"device: {row['device']}\n{status}\nnothing was measured; row appended to {_shown(args.results)}\n",
+        f"device: {row['device']}\n{status}\nnothing was measured; row appended to {repo_relative(args.results)}\n",
         encoding="utf-8",
     )
     append_result(args.results, row)
