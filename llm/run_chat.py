@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from llm.common.chat import DEFAULT_MEMORY_DB, HINT, Chat, open_memory, run_interactive, run_prompts
-from llm.common.cli import ArgumentParser, positive_float, positive_int, run_main
+from llm.common.cli import ArgumentParser, add_trust_pickled_option, positive_float, positive_int, run_main
 from llm.common.specs import SPECS, Recipe
 
 
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--memory-db", type=Path, default=DEFAULT_MEMORY_DB,
                         help="the SQLite file of what she remembers (default: %(default)s)")
     parser.add_argument("--no-memory", action="store_true", help="chat without memory: nothing stored or recalled")
+    add_trust_pickled_option(parser)
     return parser
 
 
@@ -51,7 +52,7 @@ def main() -> int:
 
     device, dtype = pick_device()
     loaded = load_fine_tuned(spec, args.model_dir or spec.model_dir, args.adapter_dir or spec.adapter_dir,
-                             device, dtype)
+                             device, dtype, trust_pickled=args.trust_pickled_weights)
     if args.seed is not None:
         set_seed(args.seed)  # after loading: peft's LoRA init draws random numbers
 

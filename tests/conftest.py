@@ -1,12 +1,21 @@
-"""Shared fixtures: a small dataset cut from the real one, and a LoRA adapter trained on it."""
+"""Shared fixtures: a small dataset cut from the real one, tiny models saved like downloads, trained adapters."""
 
 import csv
+import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
+from peft import get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from llm.common.data import load_splits
+from llm.common.models import build_tiny_model, build_tiny_tokenizer, prepare_tokenizer, save_in_hub_layout
+from llm.common.specs import GEMMA, POLYGLOT, Recipe
+from llm.common.training import lora_config, save_adapter_atomically
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO / "llm" / "OhLoRA_fine_tuning.csv"
@@ -69,3 +78,111 @@ def trained_polyglot(tmp_path_factory: pytest.TempPathFactory, small_dataset: Pa
     paths["stdout"] = result.stdout
     paths["stderr"] = result.stderr
     return paths
+
+
+def tiny_model(spec, splits):
+    """A tiny stand-in and its tokenizer built in memory from the splits (not cached)."""
+    tokenizer = build_tiny_tokenizer(spec, [e.prompt + e.completion for e in splits.train + splits.valid])
+    prepare_tokenizer(tokenizer)
+    return build_tiny_model(spec, tokenizer), tokenizer
+
+
+@pytest.fixture(scope="session")
+def small_splits(small_dataset):
+    return load_splits(small_dataset)
+
+
+def hub_folder(spec, splits, folder: Path, max_shard_size="300KB") -> Path:
+    """A stand-in saved exactly like a downloaded Hugging Face repo (sharded when small shards are asked for)."""
+    model, tokenizer = tiny_model(spec, splits)
+    save_in_hub_layout(model, tokenizer, folder, max_shard_size=max_shard_size)
+    return folder
+
+
+def break_folder(folder: Path, how: str) -> str:
+    index_path = folder / "model.safetensors.index.json"
+    first_shard = sorted(folder.glob("model-*.safetensors"))[0]
+    if how == "no config":
+        (folder / "config.json").unlink()
+        return r"config\.json is missing"
+    if how == "other architecture":
+        config = json.loads((folder / "config.json").read_text())
+        (folder / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
+        return r"model_type 'llama', but Polyglot-Ko 1\.3B needs 'gpt_neox'"
+    if how == "shard missing":
+        first_shard.unlink()
+        return rf"{first_shard.name}: listed in model\.safetensors\.index\.json but missing"
+    if how == "corrupt shard":
+        first_shard.write_bytes(first_shard.read_bytes()[:100])
+        return rf"{first_shard.name}: corrupt safetensors file"
+    if how == "no weights":
+        index_path.unlink()
+        for shard in folder.glob("model-*.safetensors"):
+            shard.unlink()
+        return r"no model\.safetensors or model\.safetensors\.index\.json"
+    if how == "only pickled weights":
+        index_path.unlink()
+        for shard in folder.glob("model-*.safetensors"):
+            shard.unlink()
+        (folder / "pytorch_model.bin").write_bytes(b"not loaded")
+        return r"only pickled \.bin weights"
+    if how == "no tokenizer":
+        (folder / "tokenizer.json").unlink()
+        return r"tokenizer\.json \(or tokenizer\.model\) is missing"
+    raise AssertionError(how)
+
+
+BREAKAGES = ["no config", "other architecture", "shard missing", "corrupt shard", "no weights",
+             "only pickled weights", "no tokenizer"]
+
+
+@pytest.fixture(scope="session")
+def good_polyglot_folder(tmp_path_factory, small_splits):
+    return hub_folder(POLYGLOT, small_splits, tmp_path_factory.mktemp("good") / "polyglot_original")
+
+
+@pytest.fixture(scope="session")
+def gemma_adapter(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path) -> Path:
+    """A LoRA adapter saved (untrained) on a tiny Gemma-2 built in a temp folder, as the pipeline saves one."""
+    root = tmp_path_factory.mktemp("gemma")
+    save_in_hub_layout(*tiny_model(GEMMA, load_splits(small_dataset)), root / "base")
+    base = AutoModelForCausalLM.from_pretrained(root / "base", **GEMMA.load_kwargs)
+    with warnings.catch_warnings():  # a transformers deprecation notice raised inside peft
+        warnings.simplefilter("ignore", FutureWarning)
+        peft_model = get_peft_model(base, lora_config(GEMMA, Recipe(lora_rank=4)))
+    save_adapter_atomically(peft_model, AutoTokenizer.from_pretrained(root / "base"), root / "adapter")
+    return root / "adapter"
+
+
+def _rows_with(rows, line, **changes):
+    """The first 6 train and 2 valid rows, with `changes` applied to the row on CSV line `line`."""
+    picked = [row for row in rows if row["data_type"] == "train"][:6] + \
+             [row for row in rows if row["data_type"] == "valid"][:2]
+    picked = [dict(row) for row in picked]
+    picked[line - 2].update(changes)
+    return picked
+
+
+# Each bad dataset: how to write it from the real rows, and what the error says (a regex).
+BAD_DATASETS = {
+    "unknown data_type": (lambda rows, path: write_csv(path, _rows_with(rows, 4, data_type="test")),
+                          r"row 4: data_type 'test' is not 'train' or 'valid'"),
+    "train row without answer": (lambda rows, path: write_csv(path, _rows_with(rows, 3, output_data="", output_message="")),
+                                 r"row 3: a train row needs output_data"),
+    "memory not the answer's prefix": (
+        lambda rows, path: write_csv(path, _rows_with(rows, 5, memory="[내일 일정: 면접]")),
+        r"row 5: memory '\[내일 일정: 면접\]' is not the leading tag of output_data"),
+    "missing column": (lambda rows, path: write_csv(path, [{k: v for k, v in row.items() if k != "memory"}
+                                                           for row in _rows_with(rows, 2)]),
+                       r"missing column\(s\) memory"),
+    "no train rows": (lambda rows, path: write_csv(path, [row for row in _rows_with(rows, 2) if row["data_type"] == "valid"]),
+                      r"no 'train' rows"),
+    "no valid rows": (lambda rows, path: write_csv(path, [row for row in _rows_with(rows, 2) if row["data_type"] == "train"]),
+                      r"no 'valid' rows"),
+    "not UTF-8": (lambda rows, path: path.write_bytes("data_type,input_data\ntrain,안녕\n".encode("cp949")),
+                  r"not UTF-8 text"),
+    "NaN cell": (lambda rows, path: write_csv(path, _rows_with(rows, 3, output_data="NaN", output_message="NaN")),
+                 r"row 3: output_data is 'NaN', a missing value as pandas writes it"),
+    "empty file": (lambda rows, path: path.write_bytes(b""), r"the file is empty"),
+    "missing file": (lambda rows, path: None, r"dataset file not found"),
+}

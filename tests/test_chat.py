@@ -6,26 +6,22 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 import torch
-from peft import get_peft_model
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from conftest import REPO, run_script
 from llm.common.adapters import AdapterError, load_fine_tuned, read_adapter
 from llm.common.chat import BOT_LABEL, EMPTY_ANSWER, HINT, USER_LABEL, Chat, open_memory, run_interactive, run_prompts
-from llm.common.data import load_splits
 from llm.common.inference import Answer
 from llm.common.markers import ANSWER_END, ANSWER_START
-from llm.common.models import build_tiny_model, build_tiny_tokenizer, save_in_hub_layout
-from llm.common.training import lora_config, save_adapter_atomically
+from llm.common.models import save_in_hub_layout
 from llm.memory.store import MemoryStore
-from llm.common.specs import GEMMA, POLYGLOT, Recipe
+from llm.common.specs import GEMMA, POLYGLOT
 
 SCRIPT = "llm/run_chat.py"
 MARKER_PIECES = (ANSWER_START, ANSWER_END, "(답변 시작)", "(답변 종료)", "### 답변:")
@@ -293,7 +289,11 @@ def test_no_adapter_names_how_to_make_one(tmp_path: Path):
     with pytest.raises(AdapterError, match=r"no fine-tuned adapter in .*: make one with "
                                            r"`python llm/run_fine_tuning_polyglot.py --output-dir "):
         read_adapter(POLYGLOT, tmp_path / "missing")
-    (tmp_path / "gemma_checkpoints" / "checkpoint-4").mkdir(parents=True)
+    (tmp_path / "gemma_checkpoints").mkdir()
+    (tmp_path / "gemma_checkpoints" / "run_settings.json").write_text("{}")  # killed before its first checkpoint
+    with pytest.raises(AdapterError, match=r"no fine-tuned adapter in .*: make one with"):
+        read_adapter(GEMMA, tmp_path / "gemma")
+    (tmp_path / "gemma_checkpoints" / "checkpoint-4").mkdir()
     with pytest.raises(AdapterError, match=r"unfinished run .*`python llm/run_fine_tuning.py --output-dir .*--resume`"):
         read_adapter(GEMMA, tmp_path / "gemma")
 
@@ -314,22 +314,6 @@ def test_corrupt_adapter_is_one_clear_error(trained_polyglot: dict, tmp_path: Pa
     with pytest.raises(AdapterError, match=message) as caught:
         load_fine_tuned(POLYGLOT, trained_polyglot["model_dir"], adapter, "cpu", torch.float32, say=None)
     assert "\n" not in str(caught.value) and "run_fine_tuning_polyglot.py --output-dir" in str(caught.value)
-
-
-@pytest.fixture(scope="module")
-def gemma_adapter(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path) -> Path:
-    """A LoRA adapter saved (untrained) on a tiny Gemma-2 built in a temp folder, as the pipeline saves one."""
-    root = tmp_path_factory.mktemp("gemma")
-    splits = load_splits(small_dataset)
-    texts = [example.prompt + example.completion for example in splits.train + splits.valid]
-    tokenizer = build_tiny_tokenizer(GEMMA, texts)
-    save_in_hub_layout(build_tiny_model(GEMMA, tokenizer), tokenizer, root / "base")
-    base = AutoModelForCausalLM.from_pretrained(root / "base", **GEMMA.load_kwargs)
-    with warnings.catch_warnings():  # a transformers deprecation notice raised inside peft
-        warnings.simplefilter("ignore", FutureWarning)
-        peft_model = get_peft_model(base, lora_config(GEMMA, Recipe(lora_rank=4)))
-    save_adapter_atomically(peft_model, AutoTokenizer.from_pretrained(root / "base"), root / "adapter")
-    return root / "adapter"
 
 
 def test_adapter_of_the_other_base_model_names_the_right_one(trained_polyglot: dict, gemma_adapter: Path,

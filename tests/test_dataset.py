@@ -6,13 +6,10 @@ from collections import Counter
 
 import pytest
 
-from conftest import DATASET, REPO, dataset_rows, write_csv
-from llm.common.cli import run_main
+from conftest import BAD_DATASETS, DATASET, REPO, dataset_rows, write_csv
 from llm.common.data import REQUIRED_COLUMNS, DatasetError, load_splits
 from llm.common.korean import hangul_ratio
 from llm.common.markers import parse_memory_tag, split_memory_tag
-from llm.common.pipeline import fine_tune
-from llm.common.specs import POLYGLOT
 
 CATEGORIES = REPO / "llm" / "OhLoRA_fine_tuning_categories.csv"
 
@@ -104,56 +101,10 @@ def test_valid_rows_without_answers_are_test_prompts_only(tmp_path, rows):
 
 # --- bad files: one clear line naming the file, the row and the problem; exit code 2 from the scripts ---
 
-def _rows_with(rows, line, **changes):
-    """The first 6 train and 2 valid rows, with `changes` applied to the row on CSV line `line`."""
-    picked = [row for row in rows if row["data_type"] == "train"][:6] + \
-             [row for row in rows if row["data_type"] == "valid"][:2]
-    picked = [dict(row) for row in picked]
-    picked[line - 2].update(changes)
-    return picked
-
-
-BAD_FILES = {
-    "unknown data_type": (lambda rows, path: write_csv(path, _rows_with(rows, 4, data_type="test")),
-                          r"row 4: data_type 'test' is not 'train' or 'valid'"),
-    "train row without answer": (lambda rows, path: write_csv(path, _rows_with(rows, 3, output_data="", output_message="")),
-                                 r"row 3: a train row needs output_data"),
-    "memory not the answer's prefix": (
-        lambda rows, path: write_csv(path, _rows_with(rows, 5, memory="[내일 일정: 면접]")),
-        r"row 5: memory '\[내일 일정: 면접\]' is not the leading tag of output_data"),
-    "missing column": (lambda rows, path: write_csv(path, [{k: v for k, v in row.items() if k != "memory"}
-                                                           for row in _rows_with(rows, 2)]),
-                       r"missing column\(s\) memory"),
-    "no train rows": (lambda rows, path: write_csv(path, [row for row in _rows_with(rows, 2) if row["data_type"] == "valid"]),
-                      r"no 'train' rows"),
-    "no valid rows": (lambda rows, path: write_csv(path, [row for row in _rows_with(rows, 2) if row["data_type"] == "train"]),
-                      r"no 'valid' rows"),
-    "not UTF-8": (lambda rows, path: path.write_bytes("data_type,input_data\ntrain,안녕\n".encode("cp949")),
-                  r"not UTF-8 text"),
-    "empty file": (lambda rows, path: path.write_bytes(b""), r"the file is empty"),
-    "missing file": (lambda rows, path: None, r"dataset file not found"),
-}
-
-
-@pytest.mark.parametrize("case", BAD_FILES)
+@pytest.mark.parametrize("case", BAD_DATASETS)
 def test_bad_file_is_refused_with_file_row_and_problem(tmp_path, rows, case):
-    make, expected = BAD_FILES[case]
+    make, expected = BAD_DATASETS[case]
     path = tmp_path / "bad.csv"
     make(rows, path)
     with pytest.raises(DatasetError, match=rf"^{re.escape(str(path))}: .*{expected}"):
         load_splits(path)
-
-
-@pytest.mark.parametrize("case", ["unknown data_type", "not UTF-8"])
-def test_script_reports_a_bad_file_in_one_line_with_exit_code_2(tmp_path, rows, capsys, case):
-    make, expected = BAD_FILES[case]
-    path = tmp_path / "bad.csv"
-    make(rows, path)
-    argv = ["--dataset", str(path), "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"),
-            "--model-dir", str(tmp_path / "none")]
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: fine_tune(POLYGLOT, argv))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and re.search(expected, err[0]) and str(path) in err[0]
-    assert not (tmp_path / "logs").exists() and not (tmp_path / "adapter").exists()  # nothing written

@@ -130,5 +130,5 @@ def test_bad_dataset_exits_2_with_one_line(capsys, tmp_path):
         run_main(lambda: main(["--dataset", str(tmp_path / "missing.csv"), "--output-dir", str(tmp_path / "out")]))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.strip().splitlines() == [f"error: {tmp_path / 'missing.csv'}: dataset file not found"]
+    assert err.strip().splitlines() == [f"error: {tmp_path / 'missing.csv'}: dataset file not found; give its path with --dataset"]
     assert not (tmp_path / "out").exists()

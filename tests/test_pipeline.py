@@ -13,13 +13,13 @@ from peft import PeftModel, get_peft_model
 from transformers import set_seed
 from trl import SFTTrainer
 
-from conftest import REPO, run_script
-from llm.common.data import load_splits, to_prompt_completion
+from conftest import BREAKAGES, REPO, break_folder, hub_folder, run_script, tiny_model
+from llm.common.data import to_prompt_completion
 from llm.common.inference import _decode_answer, generate_answers
 from llm.common.logs import log_file_path
 from llm.common.markers import ANSWER_END, ANSWER_START
 from llm.common.models import (
-    ModelFolderError, build_tiny_model, build_tiny_tokenizer, check_model_folder, load_local, prepare_tokenizer, save_in_hub_layout,
+    ModelFolderError, check_model_folder, load_local,
 )
 from llm.common.training import lora_config, save_adapter_atomically, sft_config
 from llm.common.specs import GEMMA, POLYGLOT, Recipe
@@ -27,28 +27,10 @@ from llm.common.specs import GEMMA, POLYGLOT, Recipe
 LOG_NAME = re.compile(r"^\d{10}(-\d+)?( \(.+\))?\.txt$")
 
 
-def _tiny(spec, splits):
-    tokenizer = build_tiny_tokenizer(spec, [e.prompt + e.completion for e in splits.train + splits.valid])
-    prepare_tokenizer(tokenizer)
-    return build_tiny_model(spec, tokenizer), tokenizer
-
-
-@pytest.fixture(scope="module")
-def small_splits(small_dataset):
-    return load_splits(small_dataset)
-
-
-def hub_folder(spec, splits, folder: Path, max_shard_size="300KB") -> Path:
-    """A stand-in saved exactly like a downloaded Hugging Face repo (sharded when small shards are asked for)."""
-    model, tokenizer = _tiny(spec, splits)
-    save_in_hub_layout(model, tokenizer, folder, max_shard_size=max_shard_size)
-    return folder
-
-
 # --- completion-only loss ---
 
 def test_prompt_tokens_are_masked_and_the_answer_with_eos_is_learned(tmp_path, small_splits):
-    model, tokenizer = _tiny(POLYGLOT, small_splits)
+    model, tokenizer = tiny_model(POLYGLOT, small_splits)
     trainer = SFTTrainer(
         model=model, processing_class=tokenizer, train_dataset=to_prompt_completion(small_splits.train[:4]),
         args=sft_config(Recipe(epochs=1), tmp_path, "cpu", torch.float32, False, 256, save_strategy="no"),
@@ -67,7 +49,7 @@ def test_prompt_tokens_are_masked_and_the_answer_with_eos_is_learned(tmp_path, s
 # --- stopping at the end marker ---
 
 def test_decoding_cuts_at_the_end_marker_and_strips_it(small_splits):
-    _, tokenizer = _tiny(POLYGLOT, small_splits)
+    _, tokenizer = tiny_model(POLYGLOT, small_splits)
     tokens = tokenizer(f" 안녕! {ANSWER_END} 그 뒤의 말")["input_ids"]
     assert _decode_answer(tokenizer, tokens)[0::2] == ("안녕!", True)
     assert _decode_answer(tokenizer, tokenizer(" 끝나지 않은 말")["input_ids"])[0::2] == ("끝나지 않은 말", False)
@@ -75,7 +57,7 @@ def test_decoding_cuts_at_the_end_marker_and_strips_it(small_splits):
 
 def test_generation_stops_at_the_end_marker(small_splits):
     """A model taught to run on past the marker is stopped there by the shared inference code."""
-    model, tokenizer = _tiny(POLYGLOT, small_splits)
+    model, tokenizer = tiny_model(POLYGLOT, small_splits)
     user_input = small_splits.train[0].input_data
     text = f"{small_splits.train[0].prompt} 좋아! {ANSWER_END} 그리고 계속 더 말하는 긴 꼬리 문장"
     ids = tokenizer(text, return_tensors="pt")["input_ids"]
@@ -107,53 +89,11 @@ def test_sharded_folder_is_loaded_as_real_weights(tmp_path, small_splits):
     assert "token_type_ids" not in loaded.tokenizer("안녕")
 
 
-def _break(folder: Path, how: str) -> str:
-    index_path = folder / "model.safetensors.index.json"
-    first_shard = sorted(folder.glob("model-*.safetensors"))[0]
-    if how == "no config":
-        (folder / "config.json").unlink()
-        return r"config\.json is missing"
-    if how == "other architecture":
-        config = json.loads((folder / "config.json").read_text())
-        (folder / "config.json").write_text(json.dumps({**config, "model_type": "llama"}))
-        return r"model_type 'llama', but Polyglot-Ko 1\.3B needs 'gpt_neox'"
-    if how == "shard missing":
-        first_shard.unlink()
-        return rf"{first_shard.name}: listed in model\.safetensors\.index\.json but missing"
-    if how == "corrupt shard":
-        first_shard.write_bytes(first_shard.read_bytes()[:100])
-        return rf"{first_shard.name}: corrupt safetensors file"
-    if how == "no weights":
-        index_path.unlink()
-        for shard in folder.glob("model-*.safetensors"):
-            shard.unlink()
-        return r"no model\.safetensors or model\.safetensors\.index\.json"
-    if how == "only pickled weights":
-        index_path.unlink()
-        for shard in folder.glob("model-*.safetensors"):
-            shard.unlink()
-        (folder / "pytorch_model.bin").write_bytes(b"not loaded")
-        return r"only pickled \.bin weights"
-    if how == "no tokenizer":
-        (folder / "tokenizer.json").unlink()
-        return r"tokenizer\.json \(or tokenizer\.model\) is missing"
-    raise AssertionError(how)
-
-
-BREAKAGES = ["no config", "other architecture", "shard missing", "corrupt shard", "no weights",
-             "only pickled weights", "no tokenizer"]
-
-
-@pytest.fixture(scope="module")
-def good_polyglot_folder(tmp_path_factory, small_splits):
-    return hub_folder(POLYGLOT, small_splits, tmp_path_factory.mktemp("good") / "polyglot_original")
-
-
 @pytest.mark.parametrize("how", BREAKAGES)
 def test_broken_folder_names_the_bad_file(tmp_path, good_polyglot_folder, how):
     folder = tmp_path / "polyglot_original"
     shutil.copytree(good_polyglot_folder, folder)
-    expected = _break(folder, how)
+    expected = break_folder(folder, how)
     with pytest.raises(ModelFolderError, match=expected):
         check_model_folder(POLYGLOT, folder)
 
@@ -161,13 +101,57 @@ def test_broken_folder_names_the_bad_file(tmp_path, good_polyglot_folder, how):
 def test_broken_folder_stops_the_script_in_one_line(tmp_path, good_polyglot_folder, small_dataset):
     folder = tmp_path / "polyglot_original"
     shutil.copytree(good_polyglot_folder, folder)
-    _break(folder, "corrupt shard")
+    break_folder(folder, "corrupt shard")
     result = run_script("llm/run_fine_tuning_polyglot.py", "--model-dir", str(folder), "--dataset", str(small_dataset),
                         "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"))
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "corrupt safetensors file" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "logs").exists() and not (tmp_path / "adapter").exists()
+
+
+# --- pickled weights: refused unless trusted, and then only plain tensors ---
+
+class CodeOnUnpickle:
+    """Unpickling this creates a file: the proof that a pickle was (or was not) run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return Path.touch, (self.marker,)
+
+
+def pickled_folder(good: Path, folder: Path, weights: dict) -> Path:
+    """The good folder with its safetensors replaced by a torch.save'd pytorch_model.bin of `weights`."""
+    shutil.copytree(good, folder, ignore=shutil.ignore_patterns("model*.safetensors*"))
+    torch.save(weights, folder / "pytorch_model.bin")
+    return folder
+
+
+def test_pickled_weights_are_not_unpickled_by_default(tmp_path, good_polyglot_folder, monkeypatch):
+    marker = tmp_path / "code_ran"
+    folder = pickled_folder(good_polyglot_folder, tmp_path / "pickled", {"weight": CodeOnUnpickle(marker)})
+    unpickled = []
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: unpickled.append(args))
+    with pytest.raises(ModelFolderError, match=r"only pickled \.bin weights.*add --trust-pickled-weights"):
+        load_local(POLYGLOT, folder, "cpu", torch.float32)
+    assert unpickled == [] and not marker.exists()
+
+
+def test_trusted_pickled_weights_load_only_tensors(tmp_path, good_polyglot_folder):
+    marker = tmp_path / "code_ran"
+    folder = pickled_folder(good_polyglot_folder, tmp_path / "pickled", {"weight": CodeOnUnpickle(marker)})
+    # Even when trusted, transformers unpickles with weights_only=True: the code in the file never runs.
+    with pytest.raises(ModelFolderError, match="hold more than tensors.*not loaded even with --trust-pickled"):
+        load_local(POLYGLOT, folder, "cpu", torch.float32, trust_pickled=True)
+    assert not marker.exists()
+
+    reference = load_local(POLYGLOT, good_polyglot_folder, "cpu", torch.float32).model
+    folder = pickled_folder(good_polyglot_folder, tmp_path / "plain_tensors", reference.state_dict())
+    loaded = load_local(POLYGLOT, folder, "cpu", torch.float32, trust_pickled=True).model
+    assert loaded.state_dict().keys() == reference.state_dict().keys()
+    assert all(torch.equal(value, loaded.state_dict()[name]) for name, value in reference.state_dict().items())
 
 
 # --- one epoch end to end through the real scripts, on folders laid out like the downloads ---
@@ -223,7 +207,7 @@ def test_log_names_never_overwrite(tmp_path):
 # --- saving ---
 
 def test_saved_adapter_reloads_with_the_same_greedy_answers(tmp_path, small_splits):
-    base, tokenizer = _tiny(POLYGLOT, small_splits)
+    base, tokenizer = tiny_model(POLYGLOT, small_splits)
     set_seed(1)
     model = get_peft_model(base, lora_config(POLYGLOT, Recipe()))
     with torch.no_grad():  # a freshly initialised LoRA is the identity; give it weight so it matters
@@ -233,7 +217,7 @@ def test_saved_adapter_reloads_with_the_same_greedy_answers(tmp_path, small_spli
     inputs = [e.input_data for e in small_splits.valid]
     before = [a.text for a in generate_answers(model, tokenizer, inputs)]
     save_adapter_atomically(model, tokenizer, tmp_path / "adapter")
-    fresh_base, _ = _tiny(POLYGLOT, small_splits)
+    fresh_base, _ = tiny_model(POLYGLOT, small_splits)
     plain = [a.text for a in generate_answers(fresh_base, tokenizer, inputs)]
     reloaded = PeftModel.from_pretrained(fresh_base, tmp_path / "adapter")
     assert [a.text for a in generate_answers(reloaded, tokenizer, inputs)] == before
@@ -241,7 +225,7 @@ def test_saved_adapter_reloads_with_the_same_greedy_answers(tmp_path, small_spli
 
 
 def test_a_crash_while_saving_keeps_the_previous_adapter(tmp_path, small_splits, monkeypatch):
-    base, tokenizer = _tiny(POLYGLOT, small_splits)
+    base, tokenizer = tiny_model(POLYGLOT, small_splits)
     model = get_peft_model(base, lora_config(POLYGLOT, Recipe()))
     target = tmp_path / "polyglot_fine_tuned"
     save_adapter_atomically(model, tokenizer, target)

@@ -49,7 +49,7 @@ def read_adapter(spec: ModelSpec, adapter_dir: Path) -> tuple[dict, set[str]]:
     remake = f"train it again with `{_training_command(spec, adapter_dir)}`"
     if folder_is_empty(adapter_dir):
         checkpoints = adapter_dir.with_name(f"{adapter_dir.name}_checkpoints")
-        if not folder_is_empty(checkpoints):
+        if any(checkpoints.glob("checkpoint-*")):  # not just the settings a run writes before its first epoch
             raise AdapterError(f"no fine-tuned adapter in {adapter_dir} yet (an unfinished run left {checkpoints}): "
                                f"finish it with `{_training_command(spec, adapter_dir)} --resume`")
         raise AdapterError(f"no fine-tuned adapter in {adapter_dir}: "
@@ -140,7 +140,7 @@ def _check_weights_fit(spec: ModelSpec, adapter_dir: Path, model: PeftModel, sav
 
 
 def load_fine_tuned(spec: ModelSpec, model_dir: Path, adapter_dir: Path, device: str, dtype: torch.dtype,
-                    say: Callable[[str], None] | None = _to_stderr) -> LoadedModel:
+                    say: Callable[[str], None] | None = _to_stderr, trust_pickled: bool = False) -> LoadedModel:
     """The base model with the saved adapter attached, in eval mode; AdapterError (one line) if it does not fit.
 
     When model_dir has no weights, the base is the one the adapter was trained on (the tiny stand-in, whose
@@ -158,7 +158,7 @@ def load_fine_tuned(spec: ModelSpec, model_dir: Path, adapter_dir: Path, device:
             say(tiny_notice(spec, model_dir, base_dir) if base.is_tiny else
                 f"no weights in {model_dir}: using {base_dir}, the base this adapter was trained on")
     else:
-        base = load_local(spec, model_dir, device, dtype)
+        base = load_local(spec, model_dir, device, dtype, trust_pickled)
     _check_tokenizer(spec, adapter_dir, base, trained_on)
     try:
         with warnings.catch_warnings():

@@ -9,6 +9,9 @@ class UserError(Exception):
     """A problem the user can fix (bad file, bad option): shown as one line, no traceback."""
 
 
+TRUST_PICKLED_OPTION = "--trust-pickled-weights"
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are UserErrors too: one line, exit code 2, like every other bad input."""
 
@@ -49,3 +52,10 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def add_trust_pickled_option(parser: argparse.ArgumentParser) -> None:
+    """The opt-in for pickled .bin weights, worded alike in every script that loads a weights folder."""
+    parser.add_argument(TRUST_PICKLED_OPTION, action="store_true",
+                        help="load pickled .bin weights (pytorch_model.bin) when a folder has no .safetensors; "
+                             "unpickling can run code, so only for files whose source you trust")

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset
+from transformers import PreTrainedTokenizerBase
 
 from llm.common.cli import UserError
 from llm.common.specs import DEFAULT_DATASET
@@ -25,6 +26,7 @@ class Example:
     input_data: str
     output_data: str
     memory: str
+    line: int = 0  # its line in the CSV file, for error messages (0: not from a file)
 
     @property
     def prompt(self) -> str:
@@ -49,7 +51,7 @@ class Splits:
 
 def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
     if not path.is_file():
-        raise DatasetError(f"{path}: dataset file not found")
+        raise DatasetError(f"{path}: dataset file not found; give its path with --dataset")
     try:
         # utf-8-sig also strips a BOM, as Excel writes one.
         text = path.read_text(encoding="utf-8-sig")
@@ -83,6 +85,10 @@ def load_splits(path: str | Path = DEFAULT_DATASET) -> Splits:
         if None in row:
             raise DatasetError(f"{where}: more cells than columns (an unquoted comma?)")
         cells = {column: (row.get(column) or "").strip() for column in REQUIRED_COLUMNS}
+        for column, text in cells.items():
+            if text.lower() == "nan":
+                raise DatasetError(f"{where}: {column} is {text!r}, a missing value as pandas writes it; "
+                                   f"write the text, or leave the cell empty where the column may be empty")
         data_type = cells["data_type"]
         if data_type not in DATA_TYPES:
             raise DatasetError(f"{where}: data_type {data_type!r} is not 'train' or 'valid'")
@@ -101,12 +107,22 @@ def load_splits(path: str | Path = DEFAULT_DATASET) -> Splits:
                 raise DatasetError(f"{where}: output_message is not output_data without its memory tag")
         elif memory or cells["output_message"]:
             raise DatasetError(f"{where}: memory/output_message given but output_data is empty")
-        splits[data_type].append(Example(cells["input_data"], output_data, memory))
+        splits[data_type].append(Example(cells["input_data"], output_data, memory, line_number))
 
     for data_type in DATA_TYPES:
         if not splits[data_type]:
             raise DatasetError(f"{path}: no '{data_type}' rows")
     return Splits(path, splits["train"], splits["valid"])
+
+
+def check_fits_context(splits: Splits, tokenizer: PreTrainedTokenizerBase, context: int) -> None:
+    """Refuse a row longer than the model reads: training would cut off its end, and the end marker with it."""
+    for example in splits.train + splits.valid:
+        # verbose=False: transformers would also warn about the length; the error below says it once.
+        tokens = len(tokenizer(example.prompt + example.completion, verbose=False)["input_ids"])
+        if tokens > context:
+            raise DatasetError(f"{splits.path}: row {example.line}: prompt and answer are {tokens} tokens, longer "
+                               f"than the model's context of {context}; shorten the row")
 
 
 def to_prompt_completion(examples: list[Example]) -> Dataset:

@@ -1,10 +1,14 @@
 """Base models: loading local weights (checked first), and the built-in tiny stand-ins."""
 
+import contextlib
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import tempfile
+import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,16 +16,20 @@ import torch
 from safetensors import SafetensorError, safe_open
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
+    PreTrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as hf_logging
 
-from llm.common.cli import UserError
+from llm.common.cli import TRUST_PICKLED_OPTION, UserError
 from llm.common.data import Splits
 from llm.common.specs import MODELS_DIR, TINY_CONTEXT, ModelSpec
+
 DEFAULT_TINY_CACHE_DIR = MODELS_DIR / "tiny"
 TINY_SEED = 20250218
 TINY_VOCAB_SIZE = 2000
@@ -32,8 +40,6 @@ TINY_READOUT_SCALE = 10.0
 
 class ModelFolderError(UserError):
     """A weights folder exists but cannot be used."""
-
-
 
 
 @dataclass
@@ -70,8 +76,40 @@ def first_line(error: BaseException) -> str:
     return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
-def check_model_folder(spec: ModelSpec, model_dir: Path) -> None:
-    """Stop with a message naming the missing or bad file, before transformers tries to load it."""
+PICKLED_WEIGHTS = "pytorch_model.bin"
+PICKLED_INDEX = "pytorch_model.bin.index.json"
+
+
+def _shard_names(index_path: Path) -> list[str]:
+    """The files an index (safetensors or pickled) maps the weights to."""
+    try:
+        return sorted(set(json.loads(index_path.read_text(encoding="utf-8"))["weight_map"].values()))
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
+        raise ModelFolderError(f"{index_path}: not a valid weights index (no weight_map)") from None
+
+
+def _weight_files(model_dir: Path, trust_pickled: bool) -> tuple[list[str], Path | None, bool]:
+    """(weight file names, the index naming them or None, pickled?); safetensors win when both are there."""
+    for index_name, single_name, pickled in (("model.safetensors.index.json", "model.safetensors", False),
+                                              (PICKLED_INDEX, PICKLED_WEIGHTS, True)):
+        index_path = model_dir / index_name
+        if index_path.is_file() or (model_dir / single_name).is_file():
+            if pickled and not trust_pickled:
+                raise ModelFolderError(
+                    f"{model_dir}: only pickled .bin weights, which can run code when loaded and are not loaded "
+                    f"by default; download the .safetensors files, or add {TRUST_PICKLED_OPTION} if you trust "
+                    f"their source")
+            if index_path.is_file():
+                return _shard_names(index_path), index_path, pickled
+            return [single_name], None, pickled
+    raise ModelFolderError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
+
+
+def check_model_folder(spec: ModelSpec, model_dir: Path, trust_pickled: bool = False) -> bool:
+    """Stop with a message naming the missing or bad file, before transformers tries to load it.
+
+    Returns whether the weights are pickled (only possible with trust_pickled).
+    """
     config_path = model_dir / "config.json"
     if not config_path.is_file():
         raise ModelFolderError(f"{model_dir}: config.json is missing (see llm/models/README.md for the file list)")
@@ -84,51 +122,69 @@ def check_model_folder(spec: ModelSpec, model_dir: Path) -> None:
             f"{config_path}: model_type {model_type!r}, but {spec.display_name} needs {spec.architecture!r}"
         )
 
-    index_path = model_dir / "model.safetensors.index.json"
-    if index_path.is_file():
-        try:
-            shard_names = sorted(set(json.loads(index_path.read_text(encoding="utf-8"))["weight_map"].values()))
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError):
-            raise ModelFolderError(f"{index_path}: not a valid safetensors index (no weight_map)") from None
-    elif (model_dir / "model.safetensors").is_file():
-        shard_names = ["model.safetensors"]
-    elif any(model_dir.glob("*.bin")):
-        raise ModelFolderError(
-            f"{model_dir}: only pickled .bin weights found; download the .safetensors files instead"
-        )
-    else:
-        raise ModelFolderError(f"{model_dir}: no model.safetensors or model.safetensors.index.json")
+    shard_names, index_path, pickled = _weight_files(model_dir, trust_pickled)
     for shard_name in shard_names:
         shard_path = model_dir / shard_name
         if not shard_path.is_file():
-            raise ModelFolderError(f"{shard_path}: listed in {index_path.name} but missing")
+            raise ModelFolderError(f"{shard_path}: listed in {index_path.name} but missing; download it again")
+        if pickled:
+            # torch.save writes a zip archive; checking that reads no pickle.
+            if not zipfile.is_zipfile(shard_path):
+                raise ModelFolderError(f"{shard_path}: corrupt pickled weights (not a torch zip archive); "
+                                       f"download it again")
+            continue
         try:
             with safe_open(str(shard_path), framework="pt"):
                 pass  # opening parses the header: enough to catch a truncated or foreign file
         except (SafetensorError, OSError, ValueError) as error:
-            raise ModelFolderError(f"{shard_path}: corrupt safetensors file ({error})") from None
+            raise ModelFolderError(f"{shard_path}: corrupt safetensors file ({error}); download it again") from None
 
     if not (model_dir / "tokenizer.json").is_file() and not (model_dir / "tokenizer.model").is_file():
-        raise ModelFolderError(f"{model_dir}: tokenizer.json (or tokenizer.model) is missing")
+        raise ModelFolderError(f"{model_dir}: tokenizer.json (or tokenizer.model) is missing "
+                               f"(see llm/models/README.md for the file list)")
+    return pickled
 
 
-def load_local(spec: ModelSpec, model_dir: Path, device: str, dtype: torch.dtype) -> LoadedModel:
-    """Load weights and tokenizer from a folder in the Hugging Face layout; never runs remote code."""
-    check_model_folder(spec, model_dir)
+def load_local(spec: ModelSpec, model_dir: Path, device: str, dtype: torch.dtype,
+               trust_pickled: bool = False) -> LoadedModel:
+    """Load weights and tokenizer from a folder in the Hugging Face layout; never runs remote code.
+
+    Pickled weights load only with trust_pickled, and then through transformers' weights-only unpickler.
+    """
+    pickled = check_model_folder(spec, model_dir, trust_pickled)
+    tokenizer = load_tokenizer(model_dir, read_config(model_dir).vocab_size)  # cheap: before the weights
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
         model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=dtype, trust_remote_code=False, use_safetensors=True, **spec.load_kwargs
+            model_dir, dtype=dtype, trust_remote_code=False, use_safetensors=not pickled, **spec.load_kwargs
         )
+    except pickle.UnpicklingError:
+        raise ModelFolderError(f"{model_dir}: the pickled weights hold more than tensors (objects that run code "
+                               f"when unpickled); not loaded even with {TRUST_PICKLED_OPTION}") from None
     except (OSError, ValueError, RuntimeError) as error:
         raise ModelFolderError(f"{model_dir}: cannot load ({first_line(error)})") from None
-    if len(tokenizer) > model.get_input_embeddings().num_embeddings:
-        raise ModelFolderError(
-            f"{model_dir}: the tokenizer has {len(tokenizer)} tokens but the model only "
-            f"{model.get_input_embeddings().num_embeddings} embeddings; tokenizer and weights do not match"
-        )
-    prepare_tokenizer(tokenizer)
     return LoadedModel(model.to(device), tokenizer, model_dir, is_tiny=False)
+
+
+def read_config(model_dir: Path) -> PreTrainedConfig:
+    """The folder's model config (vocabulary size, context length), without the weights."""
+    try:
+        return AutoConfig.from_pretrained(model_dir, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelFolderError(f"{model_dir / 'config.json'}: cannot read ({first_line(error)})") from None
+
+
+def load_tokenizer(model_dir: Path, vocab_size: int | None = None) -> PreTrainedTokenizerBase:
+    """The folder's tokenizer, prepared for the pipeline; with vocab_size, checked to fit the model's embeddings."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelFolderError(f"{model_dir}: cannot load the tokenizer ({first_line(error)})") from None
+    if vocab_size is not None and len(tokenizer) > vocab_size:
+        raise ModelFolderError(
+            f"{model_dir}: the tokenizer has {len(tokenizer)} tokens but config.json's vocab_size is {vocab_size}; "
+            f"tokenizer and weights come from different models, download both from the same repo")
+    prepare_tokenizer(tokenizer)
+    return tokenizer
 
 
 def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -183,6 +239,17 @@ def save_in_hub_layout(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     tokenizer.save_pretrained(folder)
 
 
+@contextlib.contextmanager
+def no_progress_bars() -> Iterator[None]:
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def tiny_model_dir(spec: ModelSpec, splits: Splits) -> Path:
     """The cache folder of the tiny model, keyed by everything that shapes it: dataset, config, seed, scale."""
     recipe = json.dumps([spec.tiny_config, spec.special_tokens, TINY_SEED, TINY_VOCAB_SIZE, TINY_READOUT_SCALE],
@@ -203,7 +270,8 @@ def ensure_tiny_model(spec: ModelSpec, splits: Splits) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
-        save_in_hub_layout(model, tokenizer, staging)
+        with no_progress_bars():  # a second's work, not worth a bar on screen
+            save_in_hub_layout(model, tokenizer, staging)
         staging.rename(folder)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
@@ -212,14 +280,9 @@ def ensure_tiny_model(spec: ModelSpec, splits: Splits) -> Path:
     return folder
 
 
-def load_base_model(spec: ModelSpec, model_dir: Path, splits: Splits, device: str,
-                    dtype: torch.dtype) -> LoadedModel:
-    """Real weights when the folder has files; the tiny stand-in when it is absent or empty."""
-    if not folder_is_empty(model_dir):
-        return load_local(spec, model_dir, device, dtype)
-    loaded = load_local(spec, ensure_tiny_model(spec, splits), device, dtype)
-    loaded.is_tiny = True
-    return loaded
+def base_folder(spec: ModelSpec, model_dir: Path, splits: Splits) -> Path:
+    """The weights folder when it has files; the tiny stand-in's (built if needed) when it is absent or empty."""
+    return model_dir if not folder_is_empty(model_dir) else ensure_tiny_model(spec, splits)
 
 
 def tiny_notice(spec: ModelSpec, model_dir: Path, tiny_dir: Path) -> str:

@@ -2,9 +2,13 @@
 
 import argparse
 import contextlib
+import hashlib
 import io
 import dataclasses
+import json
+import os
 import platform
+import re
 import shutil
 import sys
 import time
@@ -13,16 +17,17 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 from trl import SFTTrainer
 
 from llm.common.adapters import load_fine_tuned
-from llm.common.cli import ArgumentParser, UserError, positive_float, positive_int
-from llm.common.data import Splits, load_splits, to_prompt_completion
+from llm.common.cli import ArgumentParser, UserError, add_trust_pickled_option, positive_float, positive_int
+from llm.common.data import Splits, check_fits_context, load_splits, to_prompt_completion
 from llm.common.inference import generate_answers
 from llm.common.logs import RunLog, log_file_path, plot_losses
 from llm.common.models import (
-    LoadedModel, check_model_folder, folder_is_empty, load_base_model, pick_device, tiny_notice,
+    LoadedModel, base_folder, check_model_folder, folder_is_empty, load_local, load_tokenizer, pick_device, read_config,
+    tiny_notice,
 )
 from llm.common.training import (
     ValidPromptTest, match_report, format_answers, lora_config, save_adapter_atomically, sft_config,
@@ -31,6 +36,16 @@ from llm.common.specs import DEFAULT_DATASET, TINY_EPOCHS, TINY_LEARNING_RATE, M
 
 MATCH_PROBE_SIZE = 40  # train prompts answered greedily before and after training
 LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers")
+RUN_SETTINGS_NAME = "run_settings.json"  # in the checkpoint folder: what a resumed run must keep the same
+# The options whose defaults come from the Recipe (argparse dest -> flag).
+RECIPE_OPTIONS = {"epochs": "--epochs", "lora_rank": "--lora-rank", "learning_rate": "--learning-rate",
+                  "batch_size": "--batch-size", "temperature": "--temperature", "max_trials": "--max-trials",
+                  "seed": "--seed"}
+
+
+def _escaped(help_text: str) -> str:
+    """Help text with a path in it: argparse would read a '%' in the path as a format."""
+    return help_text.replace("%", "%%")
 
 
 def build_parser(spec: ModelSpec) -> argparse.ArgumentParser:
@@ -39,24 +54,29 @@ def build_parser(spec: ModelSpec) -> argparse.ArgumentParser:
         description=f"LoRA fine-tuning of {spec.display_name} into the Oh-LoRA persona. Without weights in "
                     f"--model-dir it runs on a tiny stand-in model of the same architecture, and says so.",
     )
-    parser.add_argument("--model-dir", type=Path, default=spec.model_dir, help="folder with the base weights (default: %(default)s)")
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="the dataset CSV (default: %(default)s)")
+    # Options a resumed run takes from the run it continues default to None, so that a value given on the
+    # command line can be told from the default; their help names the default itself.
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help=_escaped(f"folder with the base weights (default: {spec.model_dir})"))
+    parser.add_argument("--dataset", type=Path, default=None, help=_escaped(f"the dataset CSV (default: {DEFAULT_DATASET})"))
     parser.add_argument("--output-dir", type=Path, default=spec.adapter_dir, help="where the adapter is saved (default: %(default)s)")
     parser.add_argument("--logs-dir", type=Path, default=spec.logs_dir, help="where the log and plot go (default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int, default=None,
                         help=f"training epochs (default {recipe.epochs}; {TINY_EPOCHS} on the tiny stand-in)")
-    parser.add_argument("--lora-rank", type=positive_int, default=recipe.lora_rank, help="LoRA rank r (default: %(default)s)")
+    parser.add_argument("--lora-rank", type=positive_int, default=None, help=f"LoRA rank r (default: {recipe.lora_rank})")
     parser.add_argument("--learning-rate", type=positive_float, default=None,
                         help=f"learning rate (default {recipe.learning_rate}; {TINY_LEARNING_RATE} on the tiny stand-in)")
-    parser.add_argument("--batch-size", type=positive_int, default=recipe.batch_size, help="train batch size per device (default: %(default)s)")
-    parser.add_argument("--temperature", type=positive_float, default=recipe.temperature,
-                        help="sampling temperature of the per-epoch valid-prompt test (default: %(default)s)")
-    parser.add_argument("--max-trials", type=positive_int, default=recipe.max_trials,
-                        help="generations per prompt while the answer is empty (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=recipe.seed, help="random seed (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help=f"train batch size per device (default: {recipe.batch_size})")
+    parser.add_argument("--temperature", type=positive_float, default=None,
+                        help=f"sampling temperature of the per-epoch valid-prompt test (default: {recipe.temperature})")
+    parser.add_argument("--max-trials", type=positive_int, default=None,
+                        help=f"generations per prompt while the answer is empty (default: {recipe.max_trials})")
+    parser.add_argument("--seed", type=int, default=None, help=f"random seed (default: {recipe.seed})")
     parser.add_argument("--log-name", default=None, help="appended to the log file name as ' (TEXT)'")
     parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest checkpoint of an interrupted run")
+                        help="continue an interrupted run from its latest complete checkpoint, with its settings")
+    add_trust_pickled_option(parser)
     return parser
 
 
@@ -64,9 +84,112 @@ def checkpoint_dir_for(adapter_dir: Path) -> Path:
     return adapter_dir.with_name(f"{adapter_dir.name}_checkpoints")
 
 
-def _latest_checkpoint(checkpoint_dir: Path) -> Path | None:
-    checkpoints = [path for path in checkpoint_dir.glob("checkpoint-*") if path.name.split("-")[-1].isdigit()]
-    return max(checkpoints, key=lambda path: int(path.name.split("-")[-1]), default=None)
+def _checkpoint_folders(checkpoint_dir: Path) -> list[Path]:
+    """The Trainer's checkpoint-N folders, in step order."""
+    folders = [path for path in checkpoint_dir.glob("checkpoint-*")
+               if re.fullmatch(r"checkpoint-[0-9]+", path.name) and path.is_dir()]
+    return sorted(folders, key=lambda path: int(path.name.removeprefix("checkpoint-")))
+
+
+def _trainer_state(checkpoint: Path) -> dict | None:
+    """The checkpoint's trainer_state.json, or None when the checkpoint was not written in full.
+
+    Trainer._save_checkpoint writes the adapter, then optimizer, scheduler and RNG state, and trainer_state.json
+    last; a kill while it saves leaves that file missing or cut off (no longer JSON).
+    """
+    try:
+        state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    step = int(checkpoint.name.removeprefix("checkpoint-"))
+    return state if isinstance(state, dict) and state.get("global_step") == step else None
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings:
+    """What a resumed run must share with the run it continues; written beside the checkpoints at the start."""
+
+    model: str  # ModelSpec.name
+    model_dir: str
+    tiny_stand_in: bool
+    dataset: str
+    dataset_sha256: str
+    processes: int
+    recipe: dict
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _write_json_atomically(path: Path, value: dict) -> None:
+    """Write beside, then rename: a kill leaves no file or a whole one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    partial.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    os.replace(partial, path)
+
+
+def _fresh_recipe(args: argparse.Namespace, is_tiny: bool) -> Recipe:
+    """The recipe (with the stand-in's epochs and learning rate when there are no weights), and the options given."""
+    defaults = Recipe(epochs=TINY_EPOCHS, learning_rate=TINY_LEARNING_RATE) if is_tiny else Recipe()
+    given = {name: getattr(args, name) for name in RECIPE_OPTIONS if getattr(args, name) is not None}
+    return dataclasses.replace(defaults, **given)
+
+
+def _resumed_recipe(spec: ModelSpec, args: argparse.Namespace, checkpoint_dir: Path, processes: int) -> Recipe:
+    """The recipe of the run being resumed; fills in its dataset and model folder where the command leaves them out.
+
+    A UserError when the command, the dataset file or the model folder contradict what the run started with.
+    """
+    path = checkpoint_dir / RUN_SETTINGS_NAME
+    start_over = f"delete {checkpoint_dir} to start over"
+    try:
+        settings = RunSettings(**json.loads(path.read_text(encoding="utf-8")))
+        recipe = Recipe(**settings.recipe)
+    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        raise UserError(f"--resume: {path} is missing or unreadable, so the settings of the run to continue "
+                        f"are unknown: {start_over}") from None
+    if settings.model != spec.name:
+        raise UserError(f"--resume: {checkpoint_dir} holds a run of the {settings.model} model, not {spec.name}: "
+                        f"resume it with that model's script, or {start_over}")
+    if processes != settings.processes:
+        raise UserError(f"--resume: the run used {settings.processes} process(es) and this one has {processes}; "
+                        f"the data each one sees depends on it: start it as before, or {start_over}")
+    differences = [f"{flag} {getattr(args, name)} (the run has {getattr(recipe, name)})"
+                   for name, flag in RECIPE_OPTIONS.items()
+                   if getattr(args, name) is not None and getattr(args, name) != getattr(recipe, name)]
+    for name, flag in (("model_dir", "--model-dir"), ("dataset", "--dataset")):
+        given, recorded = getattr(args, name), getattr(settings, name)
+        if given is not None and str(given.resolve()) != recorded:
+            differences.append(f"{flag} {given} (the run has {recorded})")
+    if differences:
+        raise UserError(f"--resume: {', '.join(differences)}: leave out what differs to continue with the "
+                        f"run's settings, or {start_over}")
+    args.model_dir, args.dataset = Path(settings.model_dir), Path(settings.dataset)
+    if args.dataset.is_file() and _sha256(args.dataset) != settings.dataset_sha256:
+        raise UserError(f"--resume: {args.dataset} changed since the run started: put back the file it "
+                        f"started with, or {start_over}")
+    if folder_is_empty(args.model_dir) != settings.tiny_stand_in:
+        trained = "the tiny stand-in" if settings.tiny_stand_in else "the weights in that folder"
+        now = "holds weights now" if settings.tiny_stand_in else "is empty now"
+        raise UserError(f"--resume: the run trained {trained}, but {args.model_dir} {now}: "
+                        f"put it back as it was, or {start_over}")
+    return recipe
+
+
+class CheckpointLog(TrainerCallback):
+    """After each save, the checkpoints left on disk (the Trainer has removed those past save_total_limit by then)."""
+
+    def __init__(self, checkpoint_dir: Path) -> None:
+        self.checkpoint_dir = checkpoint_dir
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            kept = ", ".join(path.name for path in _checkpoint_folders(self.checkpoint_dir))
+            print(f"checkpoint saved at epoch {round(state.epoch)}/{round(args.num_train_epochs)}, "
+                  f"step {state.global_step}; checkpoints on disk: {kept}")
 
 
 def _header(spec: ModelSpec, loaded: LoadedModel, splits: Splits, recipe: Recipe, args: argparse.Namespace,
@@ -95,26 +218,37 @@ def fine_tune(spec: ModelSpec, argv: list[str] | None = None) -> int:
     is_main = state.is_main_process
 
     # Everything that can be wrong with the inputs is found before anything is written.
-    splits = load_splits(args.dataset)
-    if not folder_is_empty(args.model_dir):
-        check_model_folder(spec, args.model_dir)
     checkpoint_dir = checkpoint_dir_for(args.output_dir)
-    resume_from = _latest_checkpoint(checkpoint_dir)
+    checkpoints = _checkpoint_folders(checkpoint_dir)
+    complete = [checkpoint for checkpoint in checkpoints if _trainer_state(checkpoint) is not None]
+    incomplete = [checkpoint for checkpoint in checkpoints if checkpoint not in complete]
+    resume_from = complete[-1] if args.resume and complete else None
     if args.resume and resume_from is None:
-        raise UserError(f"--resume: no checkpoint in {checkpoint_dir} to continue from")
-    if not args.resume and resume_from is not None:
+        cut_off = f" ({', '.join(path.name for path in incomplete)}: cut off while being written)" if incomplete else ""
+        raise UserError(f"--resume: no complete checkpoint in {checkpoint_dir} to continue from{cut_off}: "
+                        f"run without --resume to start over")
+    if not args.resume and complete:
         raise UserError(f"{checkpoint_dir} holds checkpoints of an unfinished run: "
                         f"add --resume to continue it, or delete that folder to start over")
+    if args.resume:
+        recipe = _resumed_recipe(spec, args, checkpoint_dir, state.num_processes)
+    else:
+        args.model_dir = args.model_dir or spec.model_dir
+        args.dataset = args.dataset or DEFAULT_DATASET
+    splits = load_splits(args.dataset)
+    if not folder_is_empty(args.model_dir):
+        check_model_folder(spec, args.model_dir, args.trust_pickled_weights)
 
     device, dtype = pick_device()
     with state.main_process_first():  # the first process builds the tiny stand-in, the others reuse it
-        loaded = load_base_model(spec, args.model_dir, splits, device, dtype)
-    recipe = Recipe(
-        epochs=args.epochs or (TINY_EPOCHS if loaded.is_tiny else Recipe.epochs),
-        lora_rank=args.lora_rank,
-        learning_rate=args.learning_rate or (TINY_LEARNING_RATE if loaded.is_tiny else Recipe.learning_rate),
-        batch_size=args.batch_size, temperature=args.temperature, seed=args.seed, max_trials=args.max_trials,
-    )
+        base_dir = base_folder(spec, args.model_dir, splits)
+    config = read_config(base_dir)
+    context = config.max_position_embeddings
+    check_fits_context(splits, load_tokenizer(base_dir, config.vocab_size), context)  # before loading the weights
+    loaded = load_local(spec, base_dir, device, dtype, args.trust_pickled_weights)
+    loaded.is_tiny = base_dir != args.model_dir
+    if not args.resume:
+        recipe = _fresh_recipe(args, loaded.is_tiny)
     set_seed(recipe.seed)
     log_path = log_file_path(args.logs_dir, args.log_name)
     # Other processes run the same code but print nothing and write no log.
@@ -130,15 +264,29 @@ def fine_tune(spec: ModelSpec, argv: list[str] | None = None) -> int:
         trainer = SFTTrainer(
             model=loaded.model,
             args=sft_config(recipe, checkpoint_dir, device, dtype, bool(splits.valid_with_answers),
-                            max_length=loaded.model.config.max_position_embeddings),
+                            max_length=context),
             train_dataset=to_prompt_completion(splits.train),
             eval_dataset=to_prompt_completion(splits.valid_with_answers) if splits.valid_with_answers else None,
             processing_class=loaded.tokenizer,
             peft_config=lora_config(spec, recipe),
-            callbacks=[ValidPromptTest([example.input_data for example in splits.valid], recipe)],
+            callbacks=[ValidPromptTest([example.input_data for example in splits.valid], recipe),
+                       CheckpointLog(checkpoint_dir)],
         )
+        if is_main:
+            # Left by a kill during a save; the Trainer would count them among the checkpoints it keeps.
+            for checkpoint in incomplete:
+                shutil.rmtree(checkpoint)
+                print(f"skipped and removed {checkpoint}: incomplete (the run was stopped while writing it)")
+            if resume_from is None:
+                settings = RunSettings(
+                    model=spec.name, model_dir=str(args.model_dir.resolve()), tiny_stand_in=loaded.is_tiny,
+                    dataset=str(args.dataset.resolve()), dataset_sha256=_sha256(args.dataset),
+                    processes=state.num_processes, recipe=dataclasses.asdict(recipe))
+                _write_json_atomically(checkpoint_dir / RUN_SETTINGS_NAME, dataclasses.asdict(settings))
         if resume_from is not None:
-            print(f"resuming from {resume_from}")
+            done = _trainer_state(resume_from)
+            print(f"resumed from {resume_from} with the settings in {checkpoint_dir / RUN_SETTINGS_NAME}: "
+                  f"at epoch {round(done['epoch'])}/{recipe.epochs}, step {done['global_step']}/{done['max_steps']}")
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         steps_per_epoch = len(trainer.get_train_dataloader())
         print(f"[rank {state.process_index}/{state.num_processes}] trained {trainer.state.global_step} steps "
@@ -155,7 +303,8 @@ def fine_tune(spec: ModelSpec, argv: list[str] | None = None) -> int:
 
         # Test what was saved, not what is in memory: a fresh base with the saved adapter, as the chat loads it.
         del trainer
-        reloaded = load_fine_tuned(spec, args.model_dir, args.output_dir, device, dtype, say=None)
+        reloaded = load_fine_tuned(spec, args.model_dir, args.output_dir, device, dtype, say=None,
+                                   trust_pickled=args.trust_pickled_weights)
         valid_inputs = [example.input_data for example in splits.valid]
         for round_number in (1, 2):
             answers = generate_answers(reloaded.model, reloaded.tokenizer, valid_inputs,

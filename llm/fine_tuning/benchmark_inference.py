@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from llm.common.adapters import load_fine_tuned
-from llm.common.cli import ArgumentParser, positive_int, run_main
+from llm.common.cli import ArgumentParser, add_trust_pickled_option, positive_int, run_main
 from llm.common.data import load_splits
 from llm.common.inference import DEFAULT_BATCH_SIZE, Answer, generate_answers
 from llm.common.markers import build_prompt
@@ -27,6 +27,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="dataset CSV (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                         help="prompts per batch in the batched run (default: %(default)s)")
+    add_trust_pickled_option(parser)
     return parser.parse_args()
 
 
@@ -59,7 +60,7 @@ def main() -> int:
     splits = load_splits(args.dataset)
     device, dtype = pick_device()
     loaded = load_fine_tuned(spec, args.model_dir or spec.model_dir, args.adapter_dir or spec.adapter_dir,
-                             device, dtype)
+                             device, dtype, trust_pickled=args.trust_pickled_weights)
     model, tokenizer = loaded.model, loaded.tokenizer
     prompts = [example.input_data for example in splits.valid]
     print(f"model: {spec.display_name}{' (tiny stand-in)' if loaded.is_tiny else ''}, device: {device}, "

@@ -21,11 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedTokenizerBase, set_seed
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from trl import SFTTrainer
 
 from llm.common.cli import ArgumentParser, UserError, positive_int
-from llm.common.data import Example, Splits, load_splits, to_prompt_completion
+from llm.common.data import Example, Splits, check_fits_context, load_splits, to_prompt_completion
 from llm.common.inference import Answer, generate_answers
 from llm.common.measure import Measurement, measure
 from llm.common.models import LoadedModel, ensure_tiny_model, folder_is_empty, folder_model_type, load_local, pick_device
@@ -176,6 +176,11 @@ def _csv_value(value) -> str:
     return str(value)
 
 
+def context_length(model: PreTrainedModel) -> int:
+    """Tokens the model reads at most; 2048 for a generic architecture whose config does not say."""
+    return getattr(model.config, "max_position_embeddings", None) or 2048
+
+
 def fine_tuning_test(loaded: LoadedModel, spec: ModelSpec, splits: Splits, train: list[Example], recipe: Recipe,
                      device: str, dtype: torch.dtype) -> tuple[SFTTrainer, Measurement]:
     """LoRA SFT with the recipe on `train` (eval loss on the valid rows with answers each epoch), measured."""
@@ -183,8 +188,7 @@ def fine_tuning_test(loaded: LoadedModel, spec: ModelSpec, splits: Splits, train
     if not spec.lora_targets:
         peft_config = dataclasses.replace(peft_config, target_modules=None)  # peft picks by model_type
     eval_examples = splits.valid_with_answers
-    config = loaded.model.config
-    max_length = getattr(config, "max_position_embeddings", None) or 2048
+    max_length = context_length(loaded.model)
     set_seed(recipe.seed)
     with tempfile.TemporaryDirectory(prefix="ohlora-selection-") as scratch:  # nothing is saved there
         trainer = SFTTrainer(
@@ -222,6 +226,7 @@ def run_job(job: Job, splits: Splits, train: list[Example], args: argparse.Names
         loaded = load_local(spec, tiny_dir, device, dtype)
     else:
         loaded = load_local(spec, job.model_dir, device, dtype)
+    check_fits_context(splits, loaded.tokenizer, context_length(loaded.model))
     recipe = Recipe(epochs=args.epochs, seed=args.seed,
                     learning_rate=TINY_LEARNING_RATE if job.is_tiny else Recipe.learning_rate)
 

@@ -21,17 +21,17 @@ from pathlib import Path
 import torch
 from peft import LoraConfig
 from transformers import (
-    AutoModelForCausalLM, AutoTokenizer, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, set_seed,
+    AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, set_seed,
 )
 from trl import SFTTrainer
 
-from llm.common.cli import ArgumentParser, UserError, positive_int
-from llm.common.data import Example, Splits, load_splits, to_prompt_completion
+from llm.common.cli import ArgumentParser, UserError, add_trust_pickled_option, positive_int
+from llm.common.data import Example, Splits, check_fits_context, load_splits, to_prompt_completion
 from llm.common.inference import DEFAULT_BATCH_SIZE, MAX_LENGTH, generate_answers
 from llm.common.logs import RunLog, log_file_path
 from llm.common.measure import Measurement, measure
 from llm.common.models import (
-    check_model_folder, ensure_tiny_model, folder_is_empty, load_local, pick_device, prepare_tokenizer, tiny_notice,
+    check_model_folder, ensure_tiny_model, folder_is_empty, load_local, load_tokenizer, pick_device, tiny_notice,
 )
 from llm.common.pipeline import LIBRARIES
 from llm.common.training import format_answers, lora_config, sft_config
@@ -60,6 +60,7 @@ class Subject:
     weights_dir: Path | None  # a folder in the Hugging Face layout; None for --shape (built, not loaded)
     tokenizer_dir: Path | None = None  # --shape: the tiny stand-in whose tokenizer drives the model
     notice: str | None = None  # printed and logged: the run is not on real weights
+    trust_pickled: bool = False  # --trust-pickled-weights: the folder's .bin weights may be loaded
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ def build_parser(with_unsloth: bool) -> argparse.ArgumentParser:
                         help="where the log goes (default: %(default)s)")
     parser.add_argument("--machine", default=None,
                         help="how to name this machine in the results (default: host name, CPU cores and RAM)")
+    add_trust_pickled_option(parser)
     return parser
 
 
@@ -135,8 +137,8 @@ def resolve_subject(args: argparse.Namespace, splits: Splits) -> Subject:
     if short == "tiny":
         tiny_dir = ensure_tiny_model(spec, splits)
         return Subject(spec, label, short, tiny_dir, notice=tiny_notice(spec, model_dir, tiny_dir))
-    check_model_folder(spec, model_dir)
-    return Subject(spec, label, short, model_dir)
+    check_model_folder(spec, model_dir, args.trust_pickled_weights)
+    return Subject(spec, label, short, model_dir, trust_pickled=args.trust_pickled_weights)
 
 
 def pick_examples(args: argparse.Namespace, splits: Splits) -> tuple[list[str], list[Example], list[Example]]:
@@ -149,12 +151,6 @@ def pick_examples(args: argparse.Namespace, splits: Splits) -> tuple[list[str], 
             raise UserError(f"{option}: {count} {what} asked for, but {splits.path} has only {len(examples)}")
     return ([example.input_data for example in splits.valid[:args.prompts]], splits.train[:args.train_pairs],
             splits.valid_with_answers[:EVAL_PAIRS])
-
-
-def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
-    prepare_tokenizer(tokenizer)
-    return tokenizer
 
 
 def full_size_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrainedConfig:
@@ -177,7 +173,7 @@ def load_plain(subject: Subject, device: str, dtype: torch.dtype,
     if subject.weights_dir is None:
         tokenizer = load_tokenizer(subject.tokenizer_dir)
         return build_full_size(subject.spec, tokenizer, device, dtype), tokenizer
-    loaded = load_local(subject.spec, subject.weights_dir, device, dtype)
+    loaded = load_local(subject.spec, subject.weights_dir, device, dtype, subject.trust_pickled)
     return loaded.model, loaded.tokenizer
 
 
@@ -274,6 +270,7 @@ def run(backend: Backend, argv: list[str] | None = None) -> int:
     prompts, train, evals = pick_examples(args, splits)
     read_results(args.results)
     subject = resolve_subject(args, splits)
+    check_fits_context(splits, load_tokenizer(subject.weights_dir or subject.tokenizer_dir), SEQ_LENGTH)
     device, dtype = pick_device()
     recipe = Recipe(epochs=args.epochs)
     device_text = describe_device(device, dtype)

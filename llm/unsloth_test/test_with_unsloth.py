@@ -43,7 +43,7 @@ from peft import LoraConfig  # noqa: E402
 from transformers import PreTrainedModel, PreTrainedTokenizerBase  # noqa: E402
 
 from llm.common.cli import run_main  # noqa: E402
-from llm.common.models import prepare_tokenizer, save_in_hub_layout  # noqa: E402
+from llm.common.models import load_tokenizer, prepare_tokenizer, save_in_hub_layout  # noqa: E402
 from llm.unsloth_test import bench  # noqa: E402
 from llm.common.specs import Recipe
 
@@ -55,7 +55,7 @@ def load_with_unsloth(subject: bench.Subject, device: str, dtype: torch.dtype,
 
     folder = subject.weights_dir
     if folder is None:  # --shape: build the random model as the without-script does, then save it for Unsloth
-        tokenizer = bench.load_tokenizer(subject.tokenizer_dir)
+        tokenizer = load_tokenizer(subject.tokenizer_dir)
         model = bench.build_full_size(subject.spec, tokenizer, device, dtype)
         folder = workdir / "full_size_random"
         save_in_hub_layout(model, tokenizer, folder)

@@ -1,0 +1,313 @@
+"""Every script, every bad input: one line saying what is wrong, exit code 2, no traceback, nothing written.
+
+The cases are the rows of the README's fault table (a test checks that the two agree). They run in this
+process through runpy, as `python <script>` would run them, so that all of them fit in seconds; one case
+per script runs again as a real process.
+"""
+
+import csv
+import logging
+import re
+import runpy
+import shutil
+import sys
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from transformers import AutoTokenizer
+
+from conftest import BAD_DATASETS, REPO, break_folder, dataset_rows, run_script, write_csv
+
+FINE_TUNE = "llm/run_fine_tuning_polyglot.py"
+FINE_TUNE_GEMMA = "llm/run_fine_tuning.py"
+CHAT = "llm/run_chat.py"
+BENCHMARK = "llm/fine_tuning/benchmark_inference.py"
+RETRIEVAL = "llm/memory/evaluate_retrieval.py"
+SELECTION = "llm/model_selection/run_model_selection.py"
+WITHOUT_UNSLOTH = "llm/unsloth_test/test_without_unsloth.py"
+WITH_UNSLOTH = "llm/unsloth_test/test_with_unsloth.py"
+COMPARE = "llm/unsloth_test/compare.py"
+README = REPO / "README.md"
+
+
+@dataclass(frozen=True)
+class World:
+    """Good and bad inputs, built once; `work` is a fresh output folder per case, with earlier outputs in it."""
+
+    inputs: Path
+    work: Path
+    small_dataset: Path
+    adapter: Path  # a trained Polyglot stand-in adapter
+    gemma_adapter: Path
+
+    def dataset(self, case: str) -> Path:
+        return self.inputs / "datasets" / f"{case}.csv"
+
+    def folder(self, case: str) -> Path:
+        return self.inputs / "folders" / case
+
+
+@dataclass(frozen=True)
+class Case:
+    fault: str  # the README table's first column
+    script: str
+    args: Callable[[World], list[str]]
+    says: str  # a regex the one line must match
+
+    @property
+    def id(self) -> str:
+        return f"{Path(self.script).stem}: {self.fault}"
+
+
+def fine_tune_args(world: World, dataset: Path | None = None, model_dir: Path | None = None, *extra: str) -> list[str]:
+    return ["--dataset", str(dataset or world.small_dataset), "--model-dir", str(model_dir or world.inputs / "empty"),
+            "--output-dir", str(world.work / "adapter"), "--logs-dir", str(world.work / "logs"), *extra]
+
+
+def chat_args(world: World, *extra: str, adapter: Path | None = None, model_dir: Path | None = None) -> list[str]:
+    return ["--model-dir", str(model_dir or world.inputs / "empty"), "--adapter-dir", str(adapter or world.adapter),
+            "--memory-db", str(world.work / "memory.db"), "--prompt", "안녕", *extra]
+
+
+def unsloth_args(world: World, *extra: str, dataset: Path | None = None) -> list[str]:
+    return ["--dataset", str(dataset or world.small_dataset), "--results", str(world.work / "results.csv"),
+            "--logs-dir", str(world.work / "logs"), *extra]
+
+
+def selection_args(world: World, *extra: str, dataset: Path | None = None) -> list[str]:
+    return ["--dataset", str(dataset or world.small_dataset), "--output-dir", str(world.work / "selection"),
+            "--models-dir", str(world.inputs / "empty"), *extra]
+
+
+DATASET_FAULTS = {  # fault -> (BAD_DATASETS case, or "too long" built here)
+    "dataset: missing file": "missing file",
+    "dataset: empty file": "empty file",
+    "dataset: wrong columns": "missing column",
+    "dataset: bad data_type": "unknown data_type",
+    "dataset: empty answer": "train row without answer",
+    "dataset: NaN cell": "NaN cell",
+    "dataset: not UTF-8": "not UTF-8",
+}
+FOLDER_FAULTS = {  # fault -> (break_folder case, what the line says)
+    "model folder: config.json missing": ("no config", r"config\.json is missing"),
+    "model folder: shard in the index but absent": ("shard missing", r"listed in model\.safetensors\.index\.json but missing"),
+    "model folder: corrupt safetensors": ("corrupt shard", r"corrupt safetensors file"),
+    "model folder: unsupported architecture": ("other architecture", r"model_type 'llama', but Polyglot-Ko 1\.3B needs 'gpt_neox'"),
+    "model folder: only pickled .bin weights": ("only pickled weights", r"only pickled \.bin weights.*add --trust-pickled-weights"),
+    "model folder: no tokenizer": ("no tokenizer", r"tokenizer\.json \(or tokenizer\.model\) is missing"),
+}
+TOKENIZER_MISMATCH = r"tokenizer has \d+ tokens but config\.json's vocab_size is \d+; tokenizer and weights come from different models"
+TOO_LONG = r"row \d+: prompt and answer are \d+ tokens, longer than the model's context of 256; shorten the row"
+
+CASES = [
+    *[Case(fault, FINE_TUNE, lambda w, c=case: fine_tune_args(w, w.dataset(c)), BAD_DATASETS[case][1])
+      for fault, case in DATASET_FAULTS.items()],
+    Case("dataset: prompt longer than the context", FINE_TUNE, lambda w: fine_tune_args(w, w.dataset("too long")), TOO_LONG),
+    *[Case(fault, FINE_TUNE, lambda w, c=case: fine_tune_args(w, model_dir=w.folder(c)), says)
+      for fault, (case, says) in FOLDER_FAULTS.items()],
+    Case("model folder: tokenizer does not match the vocabulary", FINE_TUNE,
+         lambda w: fine_tune_args(w, model_dir=w.folder("tokenizer mismatch")), TOKENIZER_MISMATCH),
+    Case("option: --epochs 0", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--epochs", "0"),
+         r"argument --epochs: must be > 0, got 0"),
+    Case("option: --lora-rank 0", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--lora-rank", "0"),
+         r"argument --lora-rank: must be > 0, got 0"),
+    Case("option: --temperature 0", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--temperature", "0"),
+         r"argument --temperature: must be > 0, got 0"),
+    Case("option: --temperature -1", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--temperature", "-1"),
+         r"argument --temperature: must be > 0, got -1"),
+    Case("option: --resume with nothing to resume", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--resume"),
+         r"--resume: no .*checkpoint in .*adapter_checkpoints"),
+    Case("option: --epochs -2", FINE_TUNE_GEMMA, lambda w: fine_tune_args(w, None, None, "--epochs", "-2"),
+         r"argument --epochs: must be > 0, got -2"),
+    Case("model folder: unsupported architecture", FINE_TUNE_GEMMA,
+         lambda w: fine_tune_args(w, model_dir=w.folder("good polyglot")), r"Gemma-2 2B needs 'gemma2'"),
+    Case("dataset: NaN cell", FINE_TUNE_GEMMA, lambda w: fine_tune_args(w, w.dataset("NaN cell")),
+         BAD_DATASETS["NaN cell"][1]),
+
+    Case("adapter: absent", CHAT, lambda w: chat_args(w, adapter=w.inputs / "no_adapter"),
+         r"no fine-tuned adapter in .*no_adapter: make one with `python llm/run_fine_tuning_polyglot.py"),
+    Case("adapter: from the other base model", CHAT, lambda w: chat_args(w, adapter=w.gemma_adapter),
+         r"trained on a gemma2 model .*not Polyglot-Ko 1\.3B \(gpt_neox\); use --model gemma"),
+    Case("adapter: corrupt", CHAT, lambda w: chat_args(w, adapter=w.folder("corrupt adapter")),
+         r"adapter_model\.safetensors: corrupt safetensors file"),
+    Case("model folder: corrupt safetensors", CHAT, lambda w: chat_args(w, model_dir=w.folder("corrupt shard")),
+         r"corrupt safetensors file"),
+    Case("model folder: only pickled .bin weights", CHAT,
+         lambda w: chat_args(w, model_dir=w.folder("only pickled weights")), r"add --trust-pickled-weights"),
+    Case("option: unknown model name", CHAT, lambda w: chat_args(w, "--model", "llama"),
+         r"argument --model: invalid choice: 'llama' \(choose from 'gemma', 'polyglot'\)"),
+    Case("option: --temperature 0", CHAT, lambda w: chat_args(w, "--temperature", "0"),
+         r"argument --temperature: must be > 0, got 0"),
+    Case("option: --max-trials 0", CHAT, lambda w: chat_args(w, "--max-trials", "0"),
+         r"argument --max-trials: must be > 0, got 0"),
+
+    Case("dataset: not UTF-8", BENCHMARK, lambda w: ["--dataset", str(w.dataset("not UTF-8"))], BAD_DATASETS["not UTF-8"][1]),
+    Case("option: --batch-size 0", BENCHMARK, lambda w: ["--batch-size", "0"], r"argument --batch-size: must be > 0"),
+    Case("option: unknown model name", BENCHMARK, lambda w: ["--model", "gpt2"], r"invalid choice: 'gpt2'"),
+    Case("adapter: absent", BENCHMARK, lambda w: ["--dataset", str(w.small_dataset), "--adapter-dir",
+                                                  str(w.inputs / "no_adapter")], r"no fine-tuned adapter in"),
+
+    Case("eval file: missing", RETRIEVAL, lambda w: ["--eval", str(w.inputs / "no_eval.csv")], r"no_eval\.csv: cannot read"),
+    Case("option: --rows not START:END", RETRIEVAL, lambda w: ["--rows", "7"], r"argument --rows: expected START:END, got '7'"),
+
+    Case("option: --epochs 0", SELECTION, lambda w: selection_args(w, "--epochs", "0"), r"argument --epochs: must be > 0"),
+    Case("option: unknown model name", SELECTION, lambda w: selection_args(w, "--candidates", "gpt-5"),
+         r"argument --candidates: invalid choice: 'gpt-5'"),
+    Case("dataset: wrong columns", SELECTION, lambda w: selection_args(w, dataset=w.dataset("missing column")),
+         BAD_DATASETS["missing column"][1]),
+
+    Case("option: --prompts 0", WITHOUT_UNSLOTH, lambda w: unsloth_args(w, "--prompts", "0"), r"argument --prompts: must be > 0"),
+    Case("option: more prompts than the dataset has", WITHOUT_UNSLOTH, lambda w: unsloth_args(w, "--prompts", "999"),
+         r"--prompts: 999 valid prompts asked for, but .* has only \d+"),
+    Case("option: unknown model name", WITHOUT_UNSLOTH, lambda w: unsloth_args(w, "--shape", "llama-3-8b"),
+         r"argument --shape: invalid choice: 'llama-3-8b'"),
+    Case("model folder: unsupported architecture", WITHOUT_UNSLOTH,
+         lambda w: unsloth_args(w, "--prompts", "2", "--model-dir", str(w.folder("good polyglot"))),
+         r"Gemma-2 2B needs 'gemma2'"),
+    Case("dataset: empty file", WITHOUT_UNSLOTH, lambda w: unsloth_args(w, dataset=w.dataset("empty file")),
+         BAD_DATASETS["empty file"][1]),
+    Case("dataset: prompt longer than the context", WITHOUT_UNSLOTH,
+         lambda w: unsloth_args(w, "--prompts", "2", dataset=w.dataset("too long")), TOO_LONG),
+    Case("option: --epochs 0", WITH_UNSLOTH, lambda w: unsloth_args(w, "--epochs", "0"), r"argument --epochs: must be > 0"),
+    Case("dataset: missing file", WITH_UNSLOTH, lambda w: unsloth_args(w, dataset=w.dataset("missing file")),
+         BAD_DATASETS["missing file"][1]),
+
+    Case("results file: missing", COMPARE, lambda w: ["--results", str(w.inputs / "no_results.csv")], r"no results file"),
+]
+# One case per script as a real process, for the scripts no other test runs that way with bad input.
+AS_PROCESS = {case.script: case for case in CASES if case.script in (FINE_TUNE_GEMMA, CHAT, RETRIEVAL, WITHOUT_UNSLOTH)}
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory, good_polyglot_folder: Path, trained_polyglot: dict,
+           small_dataset: Path) -> Path:
+    root = tmp_path_factory.mktemp("fault-inputs")
+    (root / "datasets").mkdir()
+    rows = dataset_rows()
+    for case, (make, _) in BAD_DATASETS.items():
+        make(rows, root / "datasets" / f"{case}.csv")
+    small = list(csv.DictReader(small_dataset.open(encoding="utf-8", newline="")))
+    # Many different prompts in one: a tokenizer cannot squeeze them into few tokens the way it can a repeat.
+    small[2] = dict(small[2], input_data=" ".join(row["input_data"] for row in rows))
+    write_csv(root / "datasets" / "too long.csv", small)
+
+    folders = root / "folders"
+    shutil.copytree(good_polyglot_folder, folders / "good polyglot")
+    for case, _ in FOLDER_FAULTS.values():
+        break_folder(Path(shutil.copytree(good_polyglot_folder, folders / case)), case)
+    mismatch = Path(shutil.copytree(good_polyglot_folder, folders / "tokenizer mismatch"))
+    tokenizer = AutoTokenizer.from_pretrained(mismatch)
+    tokenizer.add_tokens([f"<extra_{number}>" for number in range(64)])
+    tokenizer.save_pretrained(mismatch)
+    corrupt = Path(shutil.copytree(trained_polyglot["adapter_dir"], folders / "corrupt adapter"))
+    weights = corrupt / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:3000])
+    return root
+
+
+@pytest.fixture
+def world(inputs: Path, tmp_path: Path, small_dataset: Path, trained_polyglot: dict, gemma_adapter: Path) -> World:
+    work = tmp_path / "work"
+    # Earlier outputs, which a failed run must leave as they are.
+    shutil.copytree(trained_polyglot["adapter_dir"], work / "adapter")
+    (work / "logs").mkdir()
+    (work / "logs" / "2611010000.txt").write_text("an earlier run's log\n", encoding="utf-8")
+    (work / "memory.db").write_bytes(b"")
+    return World(inputs, work, small_dataset, trained_polyglot["adapter_dir"], gemma_adapter)
+
+
+def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
+    """(size, modification time) of every file and folder under the roots: any write changes it."""
+    seen = {}
+    for root in roots:
+        for path in [root, *root.rglob("*")]:
+            if "__pycache__" in path.parts or REPO / "llm" / "models" in (path, *path.parents):
+                continue  # bytecode; the user's weights and the tiny stand-in cache (a cache, not an output)
+            info = path.stat()
+            seen[str(path)] = (info.st_size, info.st_mtime_ns)
+    return seen
+
+
+class Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name}: {record.getMessage()}")
+
+
+def run_in_process(script: str, args: list[str], capfd: pytest.CaptureFixture,
+                   monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, list[str]]:
+    """(exit code, stdout, stderr lines) of `python script args`.
+
+    Python warnings and library log records count as stderr lines: in a real process they would print there,
+    but in this one pytest and earlier cases have already taken them over.
+    """
+    monkeypatch.setattr(sys, "argv", [str(REPO / script), *args])
+    logged = Collect()
+    loggers = [logging.getLogger(), logging.getLogger("transformers")]  # transformers' does not propagate
+    for logger in loggers:
+        logger.addHandler(logged)
+    try:
+        with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as exit_info:
+            warnings.simplefilter("always")
+            runpy.run_path(str(REPO / script), run_name="__main__")
+    finally:
+        for logger in loggers:
+            logger.removeHandler(logged)
+    out, err = capfd.readouterr()
+    return (exit_info.value.code, out,
+            err.splitlines() + [f"warning: {warning.message}" for warning in caught] + logged.lines)
+
+
+def assert_one_clear_line(code: int, out: str, lines: list[str], case: Case) -> None:
+    assert code == 2, (code, lines)
+    assert out == "", out
+    assert len(lines) == 1, lines  # no traceback, no warnings, no progress bars: the one line only
+    assert lines[0].startswith("error: ") and re.search(case.says, lines[0]), lines[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: Case, world: World, capfd, monkeypatch):
+    watched = (world.work, world.inputs, REPO / "llm")
+    before = snapshot(*watched)
+    code, out, lines = run_in_process(case.script, case.args(world), capfd, monkeypatch)
+    assert_one_clear_line(code, out, lines, case)
+    assert snapshot(*watched) == before
+
+
+@pytest.mark.parametrize("case", AS_PROCESS.values(), ids=list(AS_PROCESS))
+def test_as_a_real_process_too(case: Case, world: World):
+    before = snapshot(world.work, world.inputs)
+    result = run_script(case.script, *case.args(world))
+    assert_one_clear_line(result.returncode, result.stdout, result.stderr.splitlines(), case)
+    assert snapshot(world.work, world.inputs) == before
+
+
+def test_every_script_is_covered():
+    scripts = {str(path.relative_to(REPO)) for path in (REPO / "llm").rglob("*.py")
+               if "run_main(" in path.read_text(encoding="utf-8") and "__main__" in path.read_text(encoding="utf-8")}
+    assert scripts == {case.script for case in CASES}
+
+
+def readme_fault_table() -> list[tuple[str, str]]:
+    """(fault, scripts) of each row of the README's fault table: the first table after its heading."""
+    lines = README.read_text(encoding="utf-8").split("## When something is wrong", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| fault |")) + 2  # header, separator
+    rows = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        fault, scripts = [cell.strip() for cell in line.strip("|").split("|")][:2]
+        rows.append((fault.strip("`"), scripts))
+    return rows
+
+
+def test_readme_fault_table_lists_every_case():
+    listed = {(fault, script) for fault, scripts in readme_fault_table() for script in re.findall(r"`([\w.]+\.py)`", scripts)}
+    tested = {(case.fault, Path(case.script).name) for case in CASES}
+    assert listed == tested, {"tested, not in the README": tested - listed, "in the README, not tested": listed - tested}
