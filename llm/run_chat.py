@@ -47,7 +47,7 @@ def main() -> int:
     from transformers import set_seed
 
     from llm.common.adapters import load_fine_tuned
-    from llm.common.inference import generate_answers
+    from llm.common.inference import generate_answers, length_guard
     from llm.common.models import pick_device
 
     device, dtype = pick_device()
@@ -62,7 +62,8 @@ def main() -> int:
 
     warn = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 (notices stay off stdout's transcript)
     memory, memory_off = (None, "memory is off (--no-memory)") if args.no_memory else open_memory(args.memory_db, warn)
-    chat = Chat(answer, memory, say=lambda text: print(text, flush=True), warn=warn, memory_off_reason=memory_off)
+    chat = Chat(answer, memory, say=lambda text: print(text, flush=True), warn=warn, memory_off_reason=memory_off,
+                too_long=length_guard(loaded.tokenizer, loaded.model.config.max_position_embeddings))
     if args.prompt:
         run_prompts(chat, args.prompt)
     else:

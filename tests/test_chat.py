@@ -1,6 +1,7 @@
 """The chat: the loop and its memory with a stub model, the adapter checks, and run_chat.py end to end."""
 
 import json
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from conftest import REPO, run_script
+from conftest import REPO, dataset_rows, run_script
 from llm.common.adapters import AdapterError, load_fine_tuned, read_adapter
 from llm.common.chat import BOT_LABEL, EMPTY_ANSWER, HINT, USER_LABEL, Chat, open_memory, run_interactive, run_prompts
 from llm.common.inference import Answer
@@ -145,6 +146,25 @@ def test_a_tag_the_user_types_is_chat_text_never_stored(memory: MemoryStore):
     assert model.inputs == ["[내일 일정: 면접] 안녕, 떡볶이 먹고 싶다"]
     assert [m.tag for m in memory.memories()] == ["[좋아하는 음식: 떡볶이]"]
     assert said == [BOT_LABEL + "안녕! 반가워 😊"]
+
+
+def test_a_message_too_long_for_the_model_is_refused_and_the_chat_goes_on(memory: MemoryStore):
+    memory.add("[좋아하는 음식: 떡볶이]", "떡볶이 최고")
+    model = StubModel("[내일 일정: 면접] 화이팅!", "응응 😊")
+    checked = []
+
+    def too_long(model_input: str) -> str | None:
+        checked.append(model_input)
+        return "message too long" if len(model_input) > 40 else None
+
+    said = Transcript()
+    chat = Chat(model, memory, say=said, warn=Transcript(), too_long=too_long)
+    chat.handle("떡볶이 " * 7)  # fits alone, not with the recalled tag in front: the model input is what counts
+    assert checked == ["[좋아하는 음식: 떡볶이] " + ("떡볶이 " * 7).strip()]
+    assert said == ["(message too long)"] and model.inputs == []
+    assert [m.tag for m in memory.memories()] == ["[좋아하는 음식: 떡볶이]"]  # nothing generated, nothing stored
+    chat.handle("안녕")
+    assert model.inputs == ["안녕"] and said[-1] == BOT_LABEL + "화이팅!"
 
 
 def test_memory_and_forget_commands(memory: MemoryStore):
@@ -407,6 +427,18 @@ def test_interactive_session_on_stdin(trained_polyglot: dict, tmp_path: Path):
                          USER_LABEL + "/forget", "(memory cleared: 1 forgotten)", USER_LABEL + "/quit"]
     assert lines[5].strip().startswith("[내일 일정: 면접]") and "남은 줄" not in result.stdout
     assert MemoryStore(db).memories() == []
+
+
+def test_long_message_is_one_notice_and_the_next_is_answered(trained_polyglot: dict, tmp_path: Path):
+    long_message = " ".join(row["input_data"] for row in dataset_rows())  # thousands of tokens; the stand-in reads 256
+    result = run_script(SCRIPT, *chat_args(trained_polyglot, tmp_path / "m.db", "--prompt", long_message,
+                                           "--prompt", "안녕"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    notice = result.stdout.splitlines()[1]
+    assert re.fullmatch(r"\(message too long: \d{4} tokens with the prompt markers, she reads at most 248; "
+                        r"say it in fewer words\)", notice), notice
+    assert len(answers_in(result.stdout)) == 1 and result.stdout.splitlines()[-2] == USER_LABEL + "안녕"
+    assert "[transformers]" not in result.stderr  # no length warnings from the library on top of the notice
 
 
 def test_corrupt_database_chat_still_answers(trained_polyglot: dict, tmp_path: Path):

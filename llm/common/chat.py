@@ -52,13 +52,19 @@ def open_memory(path: Path, warn: Callable[[str], None]) -> tuple[MemoryStore | 
         return None, f"memory is off: {error}"
 
 
+class MessageTooLong(Exception):
+    """The model input does not fit the model's context; the message says by how much."""
+
+
 class Chat:
     """One conversation: answers messages and the /commands, storing and recalling memory tags."""
 
     def __init__(self, answer: Callable[[str], HasText], memory: MemoryStore | None,
                  say: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
-                 memory_off_reason: str = "memory is off") -> None:
+                 memory_off_reason: str = "memory is off",
+                 too_long: Callable[[str], str | None] = lambda model_input: None) -> None:
         self.answer = answer
+        self.too_long = too_long
         self.memory = memory
         self.say = say
         self.warn = warn if warn is not None else (lambda text: print(text, file=sys.stderr))
@@ -84,6 +90,9 @@ class Chat:
         found = None if user_typed_tag else self._with_memory(lambda memory: memory.most_relevant(message))
         recalled = found[0] if found else None
         model_input = f"{recalled} {message}" if recalled else message
+        reason = self.too_long(model_input)
+        if reason is not None:
+            raise MessageTooLong(reason)
         answer_text = self.answer(model_input).text
         tag = split_memory_tag(answer_text)[0]
         # store.add ignores what is not a whole "[key: value]" with both parts non-empty.
@@ -127,7 +136,10 @@ class Chat:
         elif re.fullmatch(r"/[a-z]+", command):
             self.say(f"(unknown command {text}; {HINT})")
         else:
-            self.say(BOT_LABEL + self.turn(text).shown)
+            try:
+                self.say(BOT_LABEL + self.turn(text).shown)
+            except MessageTooLong as error:
+                self.say(f"({error})")  # the chat goes on; nothing was generated or stored
         return True
 
 

@@ -1,5 +1,6 @@
 """Answering prompts: batched generation that stops at the end marker and retries empty answers."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -60,6 +61,21 @@ def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     )
     new_tokens = output[:, encoded["input_ids"].shape[1]:].tolist()
     return [_decode_answer(tokenizer, tokens[:budget]) for tokens, budget in zip(new_tokens, budgets)]
+
+
+def length_guard(tokenizer: PreTrainedTokenizerBase, context: int) -> Callable[[str], str | None]:
+    """For the chat: why an input is too long for the model's context (None when it fits), so that it is
+    refused in a line instead of run past the positions the model was trained on."""
+    limit = context - MIN_NEW_TOKENS  # the room the shortest answer needs
+
+    def too_long(user_input: str) -> str | None:
+        # verbose=False: transformers would warn about the length itself, in a second line
+        tokens = len(tokenizer(build_prompt(user_input), verbose=False)["input_ids"])
+        if tokens <= limit:
+            return None
+        return f"message too long: {tokens} tokens with the prompt markers, she reads at most {limit}; say it in fewer words"
+
+    return too_long
 
 
 def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user_inputs: list[str], *,
