@@ -139,7 +139,7 @@ def test_pickled_weights_are_not_unpickled_by_default(tmp_path, good_polyglot_fo
     assert unpickled == [] and not marker.exists()
 
 
-def test_trusted_pickled_weights_load_only_tensors(tmp_path, good_polyglot_folder):
+def test_trusted_pickled_code_is_still_not_run(tmp_path, good_polyglot_folder):
     marker = tmp_path / "code_ran"
     folder = pickled_folder(good_polyglot_folder, tmp_path / "pickled", {"weight": CodeOnUnpickle(marker)})
     # Even when trusted, transformers unpickles with weights_only=True: the code in the file never runs.
@@ -147,11 +147,27 @@ def test_trusted_pickled_weights_load_only_tensors(tmp_path, good_polyglot_folde
         load_local(POLYGLOT, folder, "cpu", torch.float32, trust_pickled=True)
     assert not marker.exists()
 
-    reference = load_local(POLYGLOT, good_polyglot_folder, "cpu", torch.float32).model
-    folder = pickled_folder(good_polyglot_folder, tmp_path / "plain_tensors", reference.state_dict())
-    loaded = load_local(POLYGLOT, folder, "cpu", torch.float32, trust_pickled=True).model
-    assert loaded.state_dict().keys() == reference.state_dict().keys()
-    assert all(torch.equal(value, loaded.state_dict()[name]) for name, value in reference.state_dict().items())
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["one file", "sharded with an index"])
+def test_trusted_pickled_tensors_load_as_the_safetensors_do(tmp_path, good_polyglot_folder, sharded):
+    reference = load_local(POLYGLOT, good_polyglot_folder, "cpu", torch.float32).model.state_dict()
+    folder = pickled_folder(good_polyglot_folder, tmp_path / "plain_tensors", reference)
+    if sharded:  # the layout of older Hugging Face repos: pytorch_model-0000N-of-00002.bin and an index
+        (folder / "pytorch_model.bin").unlink()
+        names = list(reference)
+        shards = {f"pytorch_model-0000{n}-of-00002.bin": names[n - 1::2] for n in (1, 2)}
+        for shard, keys in shards.items():
+            torch.save({key: reference[key] for key in keys}, folder / shard)
+        weight_map = {key: shard for shard, keys in shards.items() for key in keys}
+        (folder / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    loaded = load_local(POLYGLOT, folder, "cpu", torch.float32, trust_pickled=True).model.state_dict()
+    assert loaded.keys() == reference.keys()
+    assert all(torch.equal(value, loaded[name]) for name, value in reference.items())
+    if sharded:
+        (folder / "pytorch_model-00002-of-00002.bin").unlink()
+        with pytest.raises(ModelFolderError, match=r"pytorch_model-00002-of-00002\.bin: listed in "
+                                                   r"pytorch_model\.bin\.index\.json but missing"):
+            load_local(POLYGLOT, folder, "cpu", torch.float32, trust_pickled=True)
 
 
 # --- one epoch end to end through the real scripts, on folders laid out like the downloads ---
