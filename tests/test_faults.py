@@ -82,7 +82,7 @@ def selection_args(world: World, *extra: str, dataset: Path | None = None) -> li
             "--models-dir", str(world.inputs / "empty"), *extra]
 
 
-DATASET_FAULTS = {  # fault -> (BAD_DATASETS case, or "too long" built here)
+DATASET_FAULTS = {  # fault -> the BAD_DATASETS case that shows it ("too long" is built in the fixture below)
     "dataset: missing file": "missing file",
     "dataset: empty file": "empty file",
     "dataset: wrong columns": "missing column",

@@ -115,11 +115,16 @@ def load_splits(path: str | Path = DEFAULT_DATASET) -> Splits:
     return Splits(path, splits["train"], splits["valid"])
 
 
+def token_count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
+    """Tokens of a text, for length checks; verbose=False, because transformers would also warn about a text
+    longer than the model reads, a second line beside the check's own."""
+    return len(tokenizer(text, verbose=False)["input_ids"])
+
+
 def check_fits_context(splits: Splits, tokenizer: PreTrainedTokenizerBase, context: int) -> None:
     """Refuse a row longer than the model reads: training would cut off its end, and the end marker with it."""
     for example in splits.train + splits.valid:
-        # verbose=False: transformers would also warn about the length; the error below says it once.
-        tokens = len(tokenizer(example.prompt + example.completion, verbose=False)["input_ids"])
+        tokens = token_count(tokenizer, example.prompt + example.completion)
         if tokens > context:
             raise DatasetError(f"{splits.path}: row {example.line}: prompt and answer are {tokens} tokens, longer "
                                f"than the model's context of {context}; shorten the row")

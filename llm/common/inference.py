@@ -7,6 +7,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from llm.common.data import token_count
 from llm.common.markers import ANSWER_END, build_prompt, split_memory_tag
 
 MAX_LENGTH = 80  # tokens per sequence, prompt included, as in the original experiments
@@ -69,8 +70,7 @@ def length_guard(tokenizer: PreTrainedTokenizerBase, context: int) -> Callable[[
     limit = context - MIN_NEW_TOKENS  # the room the shortest answer needs
 
     def too_long(user_input: str) -> str | None:
-        # verbose=False: transformers would warn about the length itself, in a second line
-        tokens = len(tokenizer(build_prompt(user_input), verbose=False)["input_ids"])
+        tokens = token_count(tokenizer, build_prompt(user_input))
         if tokens <= limit:
             return None
         return f"message too long: {tokens} tokens with the prompt markers, she reads at most {limit}; say it in fewer words"
