@@ -7,8 +7,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from llm.common.chat import DEFAULT_MEMORY_DB, HINT, Chat, open_memory, run_interactive, run_prompts
-from llm.common.cli import ArgumentParser, add_trust_pickled_option, positive_float, positive_int, run_main
+try:
+    from llm.chat.chat import DEFAULT_MEMORY_DB, HINT, Chat, open_memory, run_interactive, run_prompts
+except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
+    sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
+from llm.common.cli import TEMPERATURE, SEED, ArgumentParser, add_trust_pickled_option, positive_int, run_main
 from llm.common.specs import SPECS, Recipe
 
 
@@ -28,14 +31,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="answer this and exit instead of chatting (repeatable: answered in order; /memory and "
                              "/forget work too)")
     # Sampling as in the training run's valid-prompt test.
-    parser.add_argument("--temperature", type=positive_float, default=Recipe.temperature,
+    parser.add_argument("--temperature", type=TEMPERATURE, default=Recipe.temperature,
                         help="sampling temperature (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=None, help="random seed, for answers that repeat (default: none)")
+    parser.add_argument("--seed", type=SEED, default=None, help="random seed, for answers that repeat (default: none)")
     parser.add_argument("--max-trials", type=positive_int, default=Recipe.max_trials,
                         help="generations per message while the answer is empty (default: %(default)s)")
     parser.add_argument("--memory-db", type=Path, default=DEFAULT_MEMORY_DB,
                         help="the SQLite file of what she remembers (default: %(default)s)")
     parser.add_argument("--no-memory", action="store_true", help="chat without memory: nothing stored or recalled")
+    parser.add_argument("--show-recall", action="store_true",
+                        help="before each answer, show which memory was put in front of the message (/why does it once)")
     add_trust_pickled_option(parser)
     return parser
 
@@ -63,10 +68,12 @@ def main() -> int:
     warn = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 (notices stay off stdout's transcript)
     memory, memory_off = (None, "memory is off (--no-memory)") if args.no_memory else open_memory(args.memory_db, warn)
     chat = Chat(answer, memory, say=lambda text: print(text, flush=True), warn=warn, memory_off_reason=memory_off,
-                too_long=length_guard(loaded.tokenizer, loaded.model.config.max_position_embeddings))
+                too_long=length_guard(loaded.tokenizer, loaded.model.config.max_position_embeddings),
+                show_recall=args.show_recall)
     if args.prompt:
         run_prompts(chat, args.prompt)
     else:
+        sys.stdin.reconfigure(errors="surrogateescape")  # a bad byte becomes a notice, not a crash
         run_interactive(chat)
     return 0
 

@@ -3,9 +3,13 @@
 Usage: python llm/run_fine_tuning.py --help
 """
 
-from llm.common.cli import run_main
-from llm.common.pipeline import fine_tune
-from llm.common.specs import GEMMA
+import sys
+
+try:
+    from llm.common.specs import GEMMA
+except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
+    sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
+from llm.fine_tuning import run_fine_tuning
 
 if __name__ == "__main__":
-    run_main(lambda: fine_tune(GEMMA))
+    run_fine_tuning(GEMMA)

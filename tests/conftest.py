@@ -184,5 +184,17 @@ BAD_DATASETS = {
     "NaN cell": (lambda rows, path: write_csv(path, _rows_with(rows, 3, output_data="NaN", output_message="NaN")),
                  r"row 3: output_data is 'NaN', a missing value as pandas writes it"),
     "empty file": (lambda rows, path: path.write_bytes(b""), r"the file is empty"),
+    # A cell over three lines (quoted, as spreadsheets write it) shifts the next records' line numbers.
+    "multi-line cell, then a bad row": (
+        lambda rows, path: write_csv(path, _rows_with(_rows_with(rows, 2, output_data="첫 줄\n둘째 줄\n셋째 줄",
+                                                                 output_message="첫 줄\n둘째 줄\n셋째 줄"),
+                                                      4, data_type="test")),
+        r"row 8: data_type 'test' is not 'train' or 'valid'"),  # lines 2-6 hold the first record
+    "duplicate column": (lambda rows, path: path.write_text(
+        "data_type,input_data,output_data,output_message,memory,output_data\ntrain,안녕,응,응,,응\n", encoding="utf-8"),
+        r"column\(s\) output_data appear more than once"),
+    "unterminated quote": (lambda rows, path: path.write_text(
+        'data_type,input_data,output_data,output_message,memory\ntrain,안녕,응,응,\ntrain,"뭐해,응,응,\n',
+        encoding="utf-8"), r"line 3: not readable as CSV \(a quote opened there is never closed\)"),
     "missing file": (lambda rows, path: None, r"dataset file not found"),
 }

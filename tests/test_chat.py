@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from conftest import REPO, dataset_rows, run_script
 from llm.common.adapters import AdapterError, load_fine_tuned, read_adapter
-from llm.common.chat import BOT_LABEL, EMPTY_ANSWER, HINT, USER_LABEL, Chat, open_memory, run_interactive, run_prompts
+from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER, HINT, USER_LABEL, Chat, open_memory, run_interactive, run_prompts
 from llm.common.inference import Answer
 from llm.common.markers import ANSWER_END, ANSWER_START
 from llm.common.models import save_in_hub_layout
@@ -29,7 +29,7 @@ MARKER_PIECES = (ANSWER_START, ANSWER_END, "(답변 시작)", "(답변 종료)",
 
 
 def answer(text: str) -> Answer:
-    return Answer(user_input="", text=text, trials=1, output_tokens=len(text), stopped=True)
+    return Answer(user_input="", text=text, trials=1, output_tokens=len(text))
 
 
 class StubModel:
@@ -119,7 +119,9 @@ def test_markers_and_tags_are_never_shown(memory: MemoryStore, text: str):
     ("[] 잘하고 와!", "잘하고 와!"),
     ("[내일 일정 면접] 잘하고 와!", "잘하고 와!"),
     ("[[내일 일정: 면접]] 잘하고 와!", "잘하고 와!"),
-    ("[내일 일정: 면접 잘하고 와!", "[내일 일정: 면접 잘하고 와!"),  # not a tag: no closing bracket
+    ("[내일 일정: 면접 잘하고 와!", "내일 일정: 면접 잘하고 와!"),  # not a tag, and a bracket closing nothing
+    ("[", EMPTY_ANSWER),  # a tag cut off by the length limit
+    ("좋아 답변 종료)", "좋아"),  # a piece of the end marker
     ("", EMPTY_ANSWER),
     (f"  {ANSWER_END}", EMPTY_ANSWER),
 ])
@@ -249,7 +251,7 @@ def test_scripted_prompts_answer_in_order_and_run_commands(memory: MemoryStore):
 
 CONCURRENT_CHAT = textwrap.dedent("""
     import sys
-    from llm.common.chat import Chat, open_memory
+    from llm.chat.chat import Chat, open_memory
 
     class Said:  # stands in for the model's Answer
         def __init__(self, text):
@@ -382,15 +384,6 @@ def chat_args(trained: dict, db: Path, *args: str) -> list[str]:
 
 def answers_in(stdout: str) -> list[str]:
     return [line.removeprefix(BOT_LABEL) for line in stdout.splitlines() if line.startswith(BOT_LABEL)]
-
-
-def test_no_adapter_is_one_line_and_exit_2(tmp_path: Path):
-    result = run_script(SCRIPT, "--adapter-dir", str(tmp_path / "none"), "--memory-db", str(tmp_path / "m.db"))
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.strip().splitlines() == [
-        f"error: no fine-tuned adapter in {tmp_path / 'none'}: make one with "
-        f"`python llm/run_fine_tuning_polyglot.py --output-dir {tmp_path / 'none'}`"]
-    assert not (tmp_path / "m.db").exists()
 
 
 def test_scripted_prompts_from_two_chats_at_once(trained_polyglot: dict, tmp_path: Path):

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 
 from conftest import run_script
-from llm.common.cli import run_main
 from llm.common.data import load_splits
 from llm.model_selection.candidates import load_candidates
 from llm.model_selection.selection import (
-    FINE_TUNING_COLUMNS, INFERENCE_COLUMNS, METRIC_COLUMNS, SUMMARY_COLUMNS, SUMMARY_CSV, SUMMARY_MD, main,
+    FINE_TUNING_COLUMNS, INFERENCE_COLUMNS, METRIC_COLUMNS, SUMMARY_COLUMNS, SUMMARY_CSV, SUMMARY_MD,
 )
 
 SCRIPT = "llm/model_selection/run_model_selection.py"
@@ -104,31 +103,3 @@ def test_markdown_table(selection_run):
     assert sum("| ok |" in line for line in table) == len(TINY)
     assert sum("| skipped: no weights in " in line for line in table) == len(load_candidates()) - 1
     assert sum("| failed: " in line for line in table) == 1
-
-
-def test_help(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--help"])
-    assert exit_info.value.code == 0
-    help_text = capsys.readouterr().out
-    for option in ("--output-dir", "--dataset", "--epochs", "--train-pairs", "--candidates", "--seed", "--no-tiny"):
-        assert option in help_text
-
-
-@pytest.mark.parametrize("argv", [["--bogus"], ["--epochs", "0"], ["--candidates", "no-such-model"]])
-def test_bad_option_exits_2(argv, capsys, tmp_path):
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: main([*argv, "--output-dir", str(tmp_path / "out")]))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "error: " in err.strip().splitlines()[-1] and "Traceback" not in err
-    assert not (tmp_path / "out").exists()
-
-
-def test_bad_dataset_exits_2_with_one_line(capsys, tmp_path):
-    with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: main(["--dataset", str(tmp_path / "missing.csv"), "--output-dir", str(tmp_path / "out")]))
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.strip().splitlines() == [f"error: {tmp_path / 'missing.csv'}: dataset file not found; give its path with --dataset"]
-    assert not (tmp_path / "out").exists()

@@ -1,5 +1,6 @@
 """The fine-tuning pipeline: labels, stopping, loading real-layout folders, saving, logs, data parallel."""
 
+import importlib.util
 import json
 import re
 import shutil
@@ -9,19 +10,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from peft import PeftModel, get_peft_model
 from transformers import set_seed
-from trl import SFTTrainer
 
 from conftest import BREAKAGES, REPO, break_folder, hub_folder, run_script, tiny_model
-from llm.common.data import to_prompt_completion
-from llm.common.inference import _decode_answer, generate_answers
-from llm.common.logs import log_file_path
+from llm.common.inference import STOP_EOS, STOP_LENGTH, STOP_MARKER, _decode_answer, generate_answers
+from llm.common.adapters import load_fine_tuned
+from llm.common.data import load_splits
+from llm.common.logs import EpochLosses, log_file_path, loss_figure, plot_losses
 from llm.common.markers import ANSWER_END, ANSWER_START
 from llm.common.models import (
     ModelFolderError, check_model_folder, load_local,
 )
-from llm.common.training import lora_config, save_adapter_atomically, sft_config
+from llm.common.outputs import OutputError
+from llm.common.training import build_trainer, lora_config, save_adapter_atomically
 from llm.common.specs import GEMMA, POLYGLOT, Recipe
 
 LOG_NAME = re.compile(r"^\d{10}(-\d+)?( \(.+\))?\.txt$")
@@ -31,11 +34,8 @@ LOG_NAME = re.compile(r"^\d{10}(-\d+)?( \(.+\))?\.txt$")
 
 def test_prompt_tokens_are_masked_and_the_answer_with_eos_is_learned(tmp_path, small_splits):
     model, tokenizer = tiny_model(POLYGLOT, small_splits)
-    trainer = SFTTrainer(
-        model=model, processing_class=tokenizer, train_dataset=to_prompt_completion(small_splits.train[:4]),
-        args=sft_config(Recipe(epochs=1), tmp_path, "cpu", torch.float32, False, 256, save_strategy="no"),
-        peft_config=lora_config(POLYGLOT, Recipe()),
-    )
+    trainer = build_trainer(model, tokenizer, Recipe(epochs=1), lora_config(POLYGLOT, Recipe()),
+                            small_splits.train[:4], [], tmp_path, "cpu", torch.float32, save_strategy="no")
     batch = next(iter(trainer.get_train_dataloader()))
     examples = {e.prompt: e for e in small_splits.train[:4]}
     for input_ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
@@ -51,8 +51,10 @@ def test_prompt_tokens_are_masked_and_the_answer_with_eos_is_learned(tmp_path, s
 def test_decoding_cuts_at_the_end_marker_and_strips_it(small_splits):
     _, tokenizer = tiny_model(POLYGLOT, small_splits)
     tokens = tokenizer(f" 안녕! {ANSWER_END} 그 뒤의 말")["input_ids"]
-    assert _decode_answer(tokenizer, tokens)[0::2] == ("안녕!", True)
-    assert _decode_answer(tokenizer, tokenizer(" 끝나지 않은 말")["input_ids"])[0::2] == ("끝나지 않은 말", False)
+    assert _decode_answer(tokenizer, tokens)[0::2] == ("안녕!", STOP_MARKER)
+    assert _decode_answer(tokenizer, tokenizer(" 끝나지 않은 말")["input_ids"])[0::2] == ("끝나지 않은 말", STOP_LENGTH)
+    ended = tokenizer(" 답변 종료)")["input_ids"] + [tokenizer.eos_token_id]
+    assert _decode_answer(tokenizer, ended)[0::2] == ("", STOP_EOS)  # a marker's piece, then EOS: not the marker
 
 
 def test_generation_stops_at_the_end_marker(small_splits):
@@ -96,18 +98,6 @@ def test_broken_folder_names_the_bad_file(tmp_path, good_polyglot_folder, how):
     expected = break_folder(folder, how)
     with pytest.raises(ModelFolderError, match=expected):
         check_model_folder(POLYGLOT, folder)
-
-
-def test_broken_folder_stops_the_script_in_one_line(tmp_path, good_polyglot_folder, small_dataset):
-    folder = tmp_path / "polyglot_original"
-    shutil.copytree(good_polyglot_folder, folder)
-    break_folder(folder, "corrupt shard")
-    result = run_script("llm/run_fine_tuning_polyglot.py", "--model-dir", str(folder), "--dataset", str(small_dataset),
-                        "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"))
-    assert result.returncode == 2
-    assert result.stderr.strip().count("\n") == 0 and "corrupt safetensors file" in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not (tmp_path / "logs").exists() and not (tmp_path / "adapter").exists()
 
 
 # --- pickled weights: refused unless trusted, and then only plain tensors ---
@@ -203,13 +193,96 @@ def test_run_without_weights_uses_the_stand_in_and_says_so(trained_polyglot):
                      "hyperparameters: epochs=2, lora_rank=64, lora_alpha=16, lora_dropout=0.05",
                      "LoRA targets: query_key_value", "device: cpu, dtype: float32, processes: 1",
                      "transformers ", "peft ", "trl ",
-                     "'loss': ", "'eval_loss': ",
                      "=== inference test after epoch 1/2", "=== inference test after epoch 2/2",
                      "=== final test 1/2 with the saved adapter", "=== final test 2/2 with the saved adapter",
-                     "(trials: ", "output tokens: ",
-                     f"adapter saved to {trained_polyglot['adapter_dir']}", "total time: "]:
+                     "(trials: ", "output tokens: ", "total time: "]:
         assert expected in text, expected
     assert text.count("    answer: ") == 6 * 4  # 6 valid prompts: 2 epochs + 2 final rounds
+    assert text.rstrip().splitlines()[-1] == f"adapter saved to {trained_polyglot['adapter_dir']}"
+
+
+def test_the_terminal_gets_one_line_per_epoch_and_the_log_gets_the_answers(trained_polyglot):
+    stdout = trained_polyglot["stdout"]
+    epochs = re.findall(r"^epoch (\d)/2: train loss [\d.]+, eval loss [\d.]+, empty answers \d/6, "
+                        r"ended at the end marker \d/6, [\d.]+ s$", stdout, re.MULTILINE)
+    assert epochs == ["1", "2"]
+    assert "answer: " not in stdout and "{" not in stdout  # no answer blocks, no loss dicts
+    assert len(stdout.splitlines()) < 40
+    assert re.search(r"^lowest eval loss: epoch \d \([\d.]+\); the adapter saved is epoch 2's \(--keep last\)$",
+                     stdout, re.MULTILINE)
+    stderr = trained_polyglot["stderr"]
+    assert "FutureWarning" not in stderr and "Truncating" not in stderr
+
+
+def test_the_log_writes_numbers_and_ends_with_the_epoch_table(trained_polyglot):
+    (log,) = trained_polyglot["logs_dir"].glob("*.txt")
+    text = log.read_text(encoding="utf-8")
+    logged = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert any("loss" in entry for entry in logged) and any("eval_loss" in entry for entry in logged)
+    assert all(isinstance(value, (int, float)) for entry in logged for value in entry.values())
+    table = text.split("per-epoch summary:\n", 1)[1].splitlines()
+    assert table[0].split() == ["epoch", "train_loss", "eval_loss", "empty", "at_marker", "seconds"]
+    rows = [line.split() for line in table[1:3]]
+    assert [row[0] for row in rows] == ["1", "2"]
+    eval_losses = [entry["eval_loss"] for entry in logged if "eval_loss" in entry]
+    assert [float(row[2]) for row in rows] == pytest.approx(eval_losses, abs=1e-4)
+    assert sum("<- lowest eval loss" in line for line in table[1:3]) == 1
+
+
+def test_keep_best_saves_the_epoch_with_the_lowest_eval_loss(tmp_path, small_dataset):
+    result = run_script("llm/run_fine_tuning_polyglot.py", "--dataset", str(small_dataset), "--epochs", "3",
+                        "--learning-rate", "0.03", "--keep", "best", "--model-dir", str(tmp_path / "none"),
+                        "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    best = re.search(r"^lowest eval loss: epoch (\d) \(([\d.]+)\); the adapter saved is epoch (\d)'s", result.stdout,
+                     re.MULTILINE)
+    assert best and best[1] == best[3]
+    # The saved adapter, evaluated afresh on the same rows, has that loss: it is that epoch's adapter.
+    splits = load_splits(small_dataset)
+    loaded = load_fine_tuned(POLYGLOT, tmp_path / "none", tmp_path / "adapter", "cpu", torch.float32, say=None)
+    trainer = build_trainer(loaded.model, loaded.tokenizer, Recipe(), None, splits.train, splits.valid_with_answers,
+                            tmp_path / "eval", "cpu", torch.float32, save_strategy="no")
+    assert trainer.evaluate()["eval_loss"] == pytest.approx(float(best[2]), abs=2e-4)
+
+
+def test_a_one_epoch_plot_has_whole_epoch_ticks_and_labelled_points(tmp_path):
+    figure = loss_figure([EpochLosses(1, 2.5, 2.7)], "title")
+    (axes,) = figure.axes
+    figure.canvas.draw()
+    assert [tick for tick in axes.get_xticks() if axes.get_xlim()[0] <= tick <= axes.get_xlim()[1]] == [1.0]
+    assert sorted(text.get_text() for text in axes.texts) == ["2.500", "2.700"]
+    plot_losses([EpochLosses(1, 2.5, 2.7)], tmp_path / "one.png", "title")
+    assert (tmp_path / "one.png").read_bytes().startswith(b"\x89PNG")
+    assert [path.name for path in tmp_path.iterdir()] == ["one.png"]  # written beside, then renamed
+
+
+def test_the_plot_of_a_stand_in_run_says_so(trained_polyglot):
+    (log,) = trained_polyglot["logs_dir"].glob("*.txt")
+    with Image.open(log.with_suffix(".png")) as plot:
+        assert plot.info["Title"] == "Polyglot-Ko 1.3B (TINY STAND-IN, not the real model) LoRA fine-tuning"
+
+
+def test_saved_adapter_files_are_readable_by_other_users(trained_polyglot):
+    for path in [trained_polyglot["adapter_dir"], *trained_polyglot["adapter_dir"].iterdir()]:
+        assert path.stat().st_mode & 0o044 == 0o044, path  # group and others may read (umask 022 here)
+
+
+def test_without_the_virtualenv_a_script_says_so_in_one_line():
+    # -S: no site-packages, as a system python3 without the project's editable install sees it
+    result = subprocess.run([sys.executable, "-S", str(REPO / "llm/run_fine_tuning_polyglot.py"), "--help"],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: No module named 'llm'; activate the project's virtualenv first: . .venv/bin/activate"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed here")
+def test_report_to_tensorboard_without_it_is_one_line(tmp_path, small_dataset):
+    result = run_script("llm/run_fine_tuning_polyglot.py", "--dataset", str(small_dataset), "--report-to",
+                        "tensorboard", "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --report-to tensorboard: tensorboard is not installed (pip install tensorboard)"]
 
 
 def test_log_names_never_overwrite(tmp_path):
@@ -252,7 +325,7 @@ def test_a_crash_while_saving_keeps_the_previous_adapter(tmp_path, small_splits,
         raise OSError("disk full")
 
     monkeypatch.setattr(PeftModel, "save_pretrained", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match="adapter not saved: .*disk full"):
         save_adapter_atomically(model, tokenizer, target)
     assert {p.name: p.read_bytes() for p in target.iterdir()} == saved
     assert [p.name for p in tmp_path.iterdir()] == ["polyglot_fine_tuned"]  # no half-written folder beside it

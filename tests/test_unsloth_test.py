@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import run_script, write_csv
-from llm.unsloth_test import RESULT_FIELDS
+from llm.unsloth_test import RESULT_FIELDS, append_result, read_results
 
 WITHOUT = "llm/unsloth_test/test_without_unsloth.py"
 WITH = "llm/unsloth_test/test_with_unsloth.py"
@@ -119,32 +119,22 @@ def test_compare_prints_the_table_of_the_latest_matching_pair(tmp_path: Path) ->
     assert "cuda max_memory_allocated" in heading
 
 
-def test_compare_without_a_results_file_exits_2(tmp_path: Path) -> None:
-    result = run_script(COMPARE, "--results", str(tmp_path / "missing.csv"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'missing.csv'}: no results file; run test_without_unsloth.py and test_with_unsloth.py first"
-    ]
-
-
-def test_bad_input_writes_nothing(tmp_path: Path, small_dataset: Path) -> None:
-    outputs = ("--results", str(tmp_path / "results.csv"), "--logs-dir", str(tmp_path / "logs"))
-    too_many = run_script(WITH, "--dataset", str(small_dataset), "--prompts", "100", *outputs)
-    assert too_many.returncode == 2
-    assert too_many.stderr.strip().splitlines() == [
-        f"error: --prompts: 100 valid prompts asked for, but {small_dataset} has only 6"]
-    both = run_script(WITHOUT, "--shape", "gemma-2-2b", "--model-dir", str(tmp_path), *outputs)
-    assert both.returncode == 2
-    assert both.stderr.strip().splitlines() == [
-        "error: --shape builds a random model of the real size: leave out --model-dir"]
-    assert sorted(path.name for path in tmp_path.iterdir()) == []
+def test_a_row_is_appended_on_its_own_line_after_a_hand_edit(tmp_path: Path) -> None:
+    """A results file whose last line lost its newline (an editor does that) gets the new row on a line of its own."""
+    results = tmp_path / "results.csv"
+    first = {field: "" for field in RESULT_FIELDS} | {"model": "edited by hand", "status": "ok"}
+    append_result(results, first)
+    results.write_bytes(results.read_bytes().rstrip(b"\r\n"))
+    append_result(results, first | {"model": "appended"})
+    assert [row["model"] for row in read_results(results)] == ["edited by hand", "appended"]
 
 
 @pytest.mark.parametrize("shape, parameters", [("gemma-2-2b", 2_614_341_888), ("polyglot-ko-1.3b", 1_331_810_304)])
 def test_full_size_config_has_the_real_models_parameter_count(shape: str, parameters: int) -> None:
     from transformers import AutoModelForCausalLM
 
-    from llm.unsloth_test.bench import SHAPES, full_size_config
+    from llm.common.specs import SHAPES
+    from llm.unsloth_test.bench import full_size_config
 
     spec = SHAPES[shape]
     tokenizer = SimpleNamespace(bos_token_id=2, eos_token_id=1, pad_token_id=0)  # ids of a small tokenizer

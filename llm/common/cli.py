@@ -1,6 +1,8 @@
 """What every script does at its edges: one clear line and exit code 2 for bad input."""
 
 import argparse
+import math
+import signal
 import sys
 from collections.abc import Callable
 
@@ -19,39 +21,68 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message} (see --help)")
 
 
-def run_main(main: Callable[[], int | None]) -> None:
-    """Run a script's main; a UserError becomes `error: ...` on stderr and exit code 2."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that the same clean-up runs (saves finish or roll back, logs close)."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated("terminated (SIGTERM)")
+
+
+def run_main(main: Callable[[], int | None], interrupted_hint: str = "") -> None:
+    """Run a script's main; a UserError becomes `error: ...` on stderr and exit code 2.
+
+    Ctrl-C and SIGTERM end it with one line (and `interrupted_hint`, e.g. how to continue), exit 130 or 143.
+    """
+    signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         code = main()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as stop:
+        terminated = isinstance(stop, Terminated)
+        print(("terminated" if terminated else "interrupted") + interrupted_hint, file=sys.stderr)
+        sys.exit(143 if terminated else 130)
     sys.exit(code or 0)
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer > 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
-    return value
+def int_range(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in [low, high]."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {value}" if low == 1 else f"must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
+        return value
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a number > 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
+def float_range(low: float, high: float, low_inclusive: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number in (low, high], or [low, high] with low_inclusive."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if value < low or (value == low and not low_inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if low_inclusive else '>'} {low:g}, got {text}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:g}, got {text}")
+        return value
+    return parse
+
+
+positive_int = int_range(1)
+positive_float = float_range(0.0, math.inf)
+SEED = int_range(0, 2**32 - 1)  # what numpy's and torch's seeding accept
+TEMPERATURE = float_range(0.01, 100.0, low_inclusive=True)  # below, softmax overflows to inf and NaN
 
 
 def add_trust_pickled_option(parser: argparse.ArgumentParser) -> None:

@@ -1,6 +1,7 @@
 """The persona dataset: load and validate the CSV, and turn rows into prompt/completion pairs."""
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,7 +50,8 @@ class Splits:
         return [example for example in self.valid if example.output_data]
 
 
-def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+def _read_rows(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """(header, [(line where the record starts, row)]): parsed as CSV, so a quoted cell may span lines."""
     if not path.is_file():
         raise DatasetError(f"{path}: dataset file not found; give its path with --dataset")
     try:
@@ -57,13 +59,32 @@ def _read_rows(path: Path) -> tuple[list[str], list[dict[str, str]]]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise DatasetError(f"{path}: not UTF-8 text (byte {error.start}); save it as UTF-8") from None
-    reader = csv.DictReader(text.splitlines(keepends=True))
-    header = [name.strip() for name in (reader.fieldnames or [])]
-    reader.fieldnames = header
+    except OSError as error:
+        raise DatasetError(f"{path}: cannot be read ({error.strerror or error})") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows: list[tuple[int, list[str]]] = []
+    start = 1
     try:
-        return header, list(reader)
+        for record in reader:
+            rows.append((start, record))
+            start = reader.line_num + 1
     except csv.Error as error:
-        raise DatasetError(f"{path}: not a readable CSV file ({error})") from None
+        where = "a quote opened there is never closed" if "end of data" in str(error) else str(error)
+        raise DatasetError(f"{path}: line {start}: not readable as CSV ({where})") from None
+    if not rows:
+        return [], []
+    header = [name.strip() for name in rows[0][1]]
+    repeated = sorted({name for name in header if name and header.count(name) > 1})
+    if repeated:
+        raise DatasetError(f"{path}: column(s) {', '.join(repeated)} appear more than once in the header")
+    records = []
+    for line, record in rows[1:]:
+        if not any(cell.strip() for cell in record):
+            continue  # a blank line
+        if len(record) > len(header):
+            raise DatasetError(f"{path}: line {line}: more cells than columns (an unquoted comma?)")
+        records.append((line, dict(zip(header, record))))
+    return header, records
 
 
 def load_splits(path: str | Path = DEFAULT_DATASET) -> Splits:
@@ -80,10 +101,8 @@ def load_splits(path: str | Path = DEFAULT_DATASET) -> Splits:
         raise DatasetError(f"{path}: missing column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}")
 
     splits: dict[str, list[Example]] = {data_type: [] for data_type in DATA_TYPES}
-    for line_number, row in enumerate(rows, start=2):  # line 1 is the header
+    for line_number, row in rows:
         where = f"{path}: row {line_number}"
-        if None in row:
-            raise DatasetError(f"{where}: more cells than columns (an unquoted comma?)")
         cells = {column: (row.get(column) or "").strip() for column in REQUIRED_COLUMNS}
         for column, text in cells.items():
             if text.lower() == "nan":

@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llm.common.data import token_count
-from llm.common.markers import ANSWER_END, build_prompt, split_memory_tag
+from llm.common.markers import ANSWER_END, build_prompt, printable_line, split_memory_tag, strip_markers
 
 MAX_LENGTH = 80  # tokens per sequence, prompt included, as in the original experiments
 MIN_NEW_TOKENS = 8  # so that a prompt near MAX_LENGTH still gets a chance to answer
@@ -16,35 +16,48 @@ DEFAULT_MAX_TRIALS = 5
 DEFAULT_BATCH_SIZE = 16
 
 
+STOP_MARKER, STOP_EOS, STOP_LENGTH = "end marker", "EOS", "length limit"
+
+
 @dataclass(frozen=True)
 class Answer:
     user_input: str
-    text: str  # markers stripped; a leading memory tag is kept
+    text: str  # markers and their pieces stripped; a leading memory tag is kept
     trials: int  # generations it took (more than 1 when earlier answers were empty)
     output_tokens: int  # tokens generated in the last trial
-    stopped: bool  # ended with the end marker or EOS, not at the length limit
+    stop: str = STOP_MARKER  # what ended it: STOP_MARKER, STOP_EOS or STOP_LENGTH
 
     @property
-    def is_empty(self) -> bool:
-        return not split_memory_tag(self.text)[1]
+    def stopped(self) -> bool:
+        """Ended on its own (the end marker or EOS), not cut off at the length limit."""
+        return self.stop != STOP_LENGTH
 
 
-def _decode_answer(tokenizer: PreTrainedTokenizerBase, new_tokens: list[int]) -> tuple[str, int, bool]:
-    """(answer text, tokens generated, stopped) from the tokens generated after the prompt."""
+def _decode_answer(tokenizer: PreTrainedTokenizerBase, new_tokens: list[int]) -> tuple[str, int, str]:
+    """(answer text, tokens generated, what stopped it) from the tokens generated after the prompt."""
     stop_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
     length = next((i for i, token in enumerate(new_tokens) if token in stop_ids), None)
-    ended_by_eos = length is not None
     tokens = new_tokens if length is None else new_tokens[:length]
     text = tokenizer.decode(tokens, skip_special_tokens=True)
     marker_at = text.find(ANSWER_END)
     if marker_at >= 0:
-        return text[:marker_at].strip(), len(tokens), True
-    return text.strip(), len(tokens), ended_by_eos
+        return strip_markers(text[:marker_at]), len(tokens), STOP_MARKER
+    return strip_markers(text), len(tokens), STOP_LENGTH if length is None else STOP_EOS
+
+
+def format_answers(title: str, answers: list[Answer]) -> str:
+    """The block a log shows for one inference test."""
+    lines = [f"=== {title} ==="]
+    for number, answer in enumerate(answers, start=1):
+        lines.append(f"[{number}/{len(answers)}] prompt: {answer.user_input}")
+        lines.append(f"    answer: {printable_line(answer.text)}")
+        lines.append(f"    (trials: {answer.trials}, output tokens: {answer.output_tokens}, stopped by: {answer.stop})")
+    return "\n".join(lines)
 
 
 @torch.no_grad()
 def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
-                    temperature: float | None, max_length: int) -> list[tuple[str, int, bool]]:
+                    temperature: float | None, max_length: int) -> list[tuple[str, int, str]]:
     encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
     prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
     # Each prompt gets its own budget, so an answer does not depend on the batch it landed in.
@@ -90,7 +103,7 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     model.eval()
     prompts = [build_prompt(user_input) for user_input in user_inputs]
     lengths = [len(tokenizer(prompt)["input_ids"]) for prompt in prompts]
-    results: dict[int, tuple[str, int, bool]] = {}
+    results: dict[int, tuple[str, int, str]] = {}
     trials = [0] * len(prompts)
     pending = sorted(range(len(prompts)), key=lambda i: lengths[i])
     bar = tqdm(total=len(prompts), desc=progress, disable=progress is None, leave=False)

@@ -1,15 +1,28 @@
-"""Run logs: tee what a run prints into fine_tuning_logs*/YYMMDDHHMM.txt, and plot its losses."""
+"""Run logs: what a run prints, teed into fine_tuning_logs*/YYMMDDHHMM.txt; per-epoch losses and their plot."""
 
+import os
+import platform
 import sys
 import time
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import TracebackType
 from typing import TextIO
 
-import matplotlib
+from llm.common.outputs import OutputError, describe_os_error
 
-matplotlib.use("Agg")  # no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+LIBRARIES = ("torch", "transformers", "peft", "trl", "datasets", "accelerate", "tokenizers")
+
+
+def library_versions(names: tuple[str, ...] = LIBRARIES) -> str:
+    """'python 3.11.7, torch 2.13.0, ...': for log headers and reported figures."""
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+    return ", ".join([f"python {platform.python_version()}", *(f"{name} {installed(name)}" for name in names)])
 
 
 def log_file_path(logs_dir: Path, log_name: str | None = None, now: float | None = None) -> Path:
@@ -23,70 +36,154 @@ def log_file_path(logs_dir: Path, log_name: str | None = None, now: float | None
 
 
 class _Tee:
-    def __init__(self, *streams: TextIO) -> None:
-        self.streams = streams
+    """stdout while a log is open: the terminal and the log file; a failed write to the file is one line."""
+
+    def __init__(self, terminal: TextIO, log: "RunLog") -> None:
+        self.terminal, self.log = terminal, log
 
     def write(self, text: str) -> int:
-        for stream in self.streams:
-            stream.write(text)
+        self.terminal.write(text)
+        self.log.to_file(text)
         return len(text)
 
     def flush(self) -> None:
-        for stream in self.streams:
-            stream.flush()
+        self.terminal.flush()
 
     def isatty(self) -> bool:
-        return self.streams[0].isatty()
+        return self.terminal.isatty()
 
 
 class RunLog:
-    """Context manager: while open, everything printed to stdout also goes to the log file."""
+    """Context manager: while open, everything printed to stdout also goes to the log file.
 
-    def __init__(self, path: Path) -> None:
+    `detail(text)` goes to the log file only (and to the terminal too with verbose): the long answer blocks.
+    The log always ends with a whole line saying how the run ended.
+    """
+
+    def __init__(self, path: Path, verbose: bool = False) -> None:
         self.path = path
+        self.verbose = verbose
         self._file: TextIO | None = None
         self._stdout: TextIO | None = None
+        self._at_line_start = True
 
     def __enter__(self) -> "RunLog":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("x", encoding="utf-8", buffering=1)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("x", encoding="utf-8", buffering=1)
+        except OSError as error:
+            raise OutputError(f"log not written: {describe_os_error(error, self.path)}") from None
         self._stdout = sys.stdout
-        sys.stdout = _Tee(self._stdout, self._file)
+        sys.stdout = _Tee(self._stdout, self)
         return self
+
+    def to_file(self, text: str) -> None:
+        if self._file is None or not text:
+            return
+        try:
+            self._file.write(text)
+        except OSError as error:
+            self._file = None  # the log is cut off here; the run stops with one line
+            raise OutputError(f"log {self.path} cut off: {describe_os_error(error, self.path)}") from None
+        self._at_line_start = text.endswith("\n")
+
+    def detail(self, text: str) -> None:
+        """A block for the log file (printed too when verbose)."""
+        if self.verbose:
+            print(text)
+        else:
+            self.to_file(text + "\n")
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
-        if error is not None and not isinstance(error, SystemExit):
-            print(f"RUN FAILED: {type(error).__name__}: {error}")
         sys.stdout = self._stdout
-        self._file.close()
+        if self._file is None:
+            return
+        ending = "" if self._at_line_start else "\n"
+        if isinstance(error, KeyboardInterrupt):
+            ending += f"RUN STOPPED: {error or 'interrupted (Ctrl-C)'}\n"
+        elif error is not None and not isinstance(error, SystemExit):
+            ending += f"RUN FAILED: {type(error).__name__}: {error}\n"
+        try:
+            self._file.write(ending)
+            self._file.close()
+        except OSError:
+            pass  # the run already ends on the error that matters
 
 
-def plot_losses(log_history: list[dict], path: Path, title: str) -> None:
-    """Train loss (mean of the logged values in each epoch) and eval loss, per epoch."""
-    train_by_epoch: dict[int, list[float]] = {}
-    eval_points: list[tuple[float, float]] = []
+@dataclass
+class EpochLosses:
+    epoch: int
+    train_loss: float | None = None  # mean of the values logged during the epoch
+    eval_loss: float | None = None
+
+
+def epoch_losses(log_history: list[dict]) -> list[EpochLosses]:
+    """Per epoch: the mean of the train losses logged in it and its eval loss, from the Trainer's log history."""
+    train: dict[int, list[float]] = {}
+    rows: dict[int, EpochLosses] = {}
     for entry in log_history:
         epoch = entry.get("epoch")
         if epoch is None:
             continue
         if "loss" in entry:
-            # A value logged at epoch 1.2 belongs to the second epoch.
-            train_by_epoch.setdefault(max(1, -int(-epoch // 1)), []).append(entry["loss"])
+            # A value logged at epoch 1.2 belongs to the second epoch; one logged at exactly 2.0, to the second.
+            number = max(1, -int(-epoch // 1))
+            train.setdefault(number, []).append(float(entry["loss"]))
+            rows.setdefault(number, EpochLosses(number))
         if "eval_loss" in entry:
-            eval_points.append((round(epoch), entry["eval_loss"]))
+            rows.setdefault(round(epoch), EpochLosses(round(epoch))).eval_loss = float(entry["eval_loss"])
+    for number, values in train.items():
+        rows[number].train_loss = sum(values) / len(values)
+    return [rows[number] for number in sorted(rows)]
+
+
+def loss_figure(losses: list[EpochLosses], title: str):
+    """Train and eval loss per epoch on whole-epoch ticks, the points labelled with their values when few."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = plt.subplots(figsize=(7, 4))
-    if train_by_epoch:
-        epochs = sorted(train_by_epoch)
-        axes.plot(epochs, [sum(train_by_epoch[e]) / len(train_by_epoch[e]) for e in epochs],
-                  marker="o", label="train loss (mean of logged steps)")
-    if eval_points:
-        axes.plot(*zip(*eval_points), marker="s", label="eval loss (valid answers)")
+    for attribute, label, marker in (("train_loss", "train loss (mean of logged steps)", "o"),
+                                     ("eval_loss", "eval loss (valid answers)", "s")):
+        points = [(row.epoch, getattr(row, attribute)) for row in losses if getattr(row, attribute) is not None]
+        if not points:
+            continue
+        axes.plot(*zip(*points), marker=marker, label=label)
+        if len(points) <= 12:  # few points: their values are easier read than estimated
+            for epoch, value in points:
+                axes.annotate(f"{value:.3f}", (epoch, value), textcoords="offset points", xytext=(0, 6),
+                              ha="center", fontsize=8)
+    epochs = [row.epoch for row in losses]
+    if epochs:
+        axes.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+    if len(epochs) <= 20:
+        axes.set_xticks(epochs)
+    else:
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("epoch")
     axes.set_ylabel("loss")
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
+
+
+def plot_losses(losses: list[EpochLosses], path: Path, title: str) -> None:
+    """The loss figure as a PNG, written beside, then renamed: a full disk leaves no 0-byte plot."""
+    import matplotlib.pyplot as plt
+
+    figure = loss_figure(losses, title)
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        figure.savefig(partial, dpi=100, format="png", metadata={"Title": title})
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise OutputError(f"plot not written: {describe_os_error(error, path)}") from None
+    finally:
+        plt.close(figure)

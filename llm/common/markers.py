@@ -7,17 +7,45 @@ ANSWER_END = "(답변 종료)"
 
 # A memory tag is "[key: value]" at the very start of a text, e.g. "[내일 일정: 면접]".
 MEMORY_TAG = re.compile(r"^\s*\[\s*(?P<key>[^\[\]:\s][^\[\]:]*?)\s*:\s*(?P<value>[^\[\]\s][^\[\]]*?)\s*\]\s*")
+BARE_TAG = re.compile(r"^\s*\[\s*(?P<key>[^\[\]:\s][^\[\]:]*?)\s*\]\s*")  # "[경고]": marks, never stored
 
 
-# The markers whole and in the pieces a half-trained model emits on their own ("(답변 시작)", "### 답변:").
-MARKER_PIECES = (ANSWER_START, ANSWER_END, *re.split(r"(?<=\)) ", ANSWER_START))
+# A marker's pieces: a half-trained model emits them in any order and number ("(답변 종료)", "종료)",
+# "### 답변:", "(답변"); a run of them counts as a marker fragment when it holds a word and a symbol.
+_MARKER_PIECE = r"(?:\(|\)|답변|시작|종료|#{2,}|:)"
+_MARKER_RUN = re.compile(rf"(?<![0-9A-Za-z가-힣]){_MARKER_PIECE}(?:\s*{_MARKER_PIECE})+(?![0-9A-Za-z가-힣])")
+_MARKER_WORDS = ("답변", "시작", "종료")
+_CUT_OFF_MARKER = re.compile(r"\((?:답(?:변(?:\s*(?:시작?|종료?))?)?)?\s*$")  # the length limit hit mid-marker
+
+
+def _marker_fragment(match: re.Match) -> str:
+    run = match.group()
+    is_fragment = any(word in run for word in _MARKER_WORDS) and any(ch in run for ch in "()#")
+    return " " if is_fragment else run
+
+
+def _without_bare_brackets(text: str) -> str:
+    """Drop brackets that pair with nothing ("좋아 )", "오늘 [", a tag cut off by the length limit) and empty pairs."""
+    opened: list[int] = []
+    drop: set[int] = set()
+    for index, ch in enumerate(text):
+        if ch in "([":
+            opened.append(index)
+        elif ch in ")]":
+            if opened and text[opened[-1]] == {")": "(", "]": "["}[ch]:
+                start = opened.pop()
+                if not text[start + 1:index].strip():
+                    drop.update((start, index))
+            else:
+                drop.add(index)
+    drop.update(opened)
+    return "".join(ch for index, ch in enumerate(text) if index not in drop)
 
 
 def strip_markers(text: str) -> str:
-    """The text with every marker, or piece of one, removed wherever it appears."""
-    for marker in MARKER_PIECES:
-        text = text.replace(marker, " ")
-    return text.strip()
+    """The text with every marker, piece of one, and bare bracket removed wherever it appears."""
+    text = _MARKER_RUN.sub(_marker_fragment, _CUT_OFF_MARKER.sub("", text))
+    return " ".join(_without_bare_brackets(text).split())
 
 
 def printable_line(text: str) -> str:
@@ -37,11 +65,16 @@ def build_completion(output_data: str) -> str:
 
 
 def split_memory_tag(text: str) -> tuple[str | None, str]:
-    """Split a leading "[key: value]" tag off a text: (tag or None, rest of the text)."""
-    match = MEMORY_TAG.match(text)
+    """Split a leading tag off a text: (tag or None, rest of the text).
+
+    The tag is "[key: value]", a memory, or a bare "[key]" such as the original's "[경고]" (a mark on the
+    answer that is shown to no one and never stored).
+    """
+    match = MEMORY_TAG.match(text) or BARE_TAG.match(text)
     if match is None:
         return None, text.strip()
-    tag = f"[{match['key'].strip()}: {match['value'].strip()}]"
+    value = match.groupdict().get("value")
+    tag = f"[{match['key'].strip()}: {value.strip()}]" if value else f"[{match['key'].strip()}]"
     return tag, text[match.end():].strip()
 
 

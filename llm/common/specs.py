@@ -1,10 +1,12 @@
-"""What differs between the base models (ModelSpec), where things live, and the training recipe.
+"""The model registry (ModelSpec), where things live, and the training recipe.
 
 Only plain values: scripts import this before parsing arguments, so `--help` answers at once.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+
+from llm.common.cli import SEED, TEMPERATURE, float_range, int_range
 
 REPO_LLM_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = REPO_LLM_DIR / "OhLoRA_fine_tuning.csv"
@@ -17,37 +19,50 @@ def repo_relative(path: Path) -> str:
     return str(path.relative_to(REPO_LLM_DIR.parent)) if path.is_relative_to(REPO_LLM_DIR.parent) else str(path)
 
 
+def _option(default, kind, help_text: str):
+    """A Recipe field that is also an option of the fine-tuning scripts (`--lora-rank` for lora_rank)."""
+    return field(default=default, metadata={"type": kind, "help": help_text})
+
+
 @dataclass(frozen=True)
 class Recipe:
-    """Hyperparameters; the defaults are the original experiments' (see DESIGN.md)."""
+    """Hyperparameters; the defaults are the original experiments'. A field made with _option is a
+    command-line option too: one new hyperparameter is one line here (and its use in training.py)."""
 
-    epochs: int = 60
-    lora_rank: int = 64
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    learning_rate: float = 2e-4
-    batch_size: int = 4
+    epochs: int = _option(60, int_range(1, 100_000), "training epochs")
+    lora_rank: int = _option(64, int_range(1, 4096), "LoRA rank r")
+    lora_alpha: int = _option(16, int_range(1, 100_000), "LoRA alpha (the update is scaled by alpha / r)")
+    lora_dropout: float = _option(0.05, float_range(0.0, 0.99, low_inclusive=True), "LoRA dropout")
+    learning_rate: float = _option(2e-4, float_range(0.0, 1.0), "learning rate")
+    batch_size: int = _option(4, int_range(1, 4096), "train batch size per device")
+    gradient_accumulation_steps: int = _option(1, int_range(1, 4096),
+                                               "batches summed into one optimizer step")
     eval_batch_size: int = 1
     logging_steps: int = 5
-    temperature: float = 0.6
-    seed: int = 42
-    max_trials: int = 5
+    temperature: float = _option(0.6, TEMPERATURE, "sampling temperature of the per-epoch valid-prompt test")
+    seed: int = _option(42, SEED, "random seed")
+    max_trials: int = _option(5, int_range(1, 100), "generations per prompt while the answer is empty")
     checkpoints_kept: int = 2
+
+
+def recipe_options() -> dict[str, str]:
+    """Recipe field -> command-line flag, for the fields that are options."""
+    return {f.name: "--" + f.name.replace("_", "-") for f in fields(Recipe) if "help" in f.metadata}
 
 
 # The tiny stand-in is random at start and LoRA only adapts its attention, so it needs a higher learning
 # rate than the real models; the epoch count keeps a default run on 2 CPU cores under 5 minutes.
-TINY_EPOCHS = 30
+TINY_RECIPE = {"epochs": 30, "learning_rate": 3e-3}
 TINY_CONTEXT = 256  # tokens: the stand-in's context, ample for the dataset's pairs
-TINY_LEARNING_RATE = 3e-3
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything that differs between the two base models; the pipeline reads the rest from here."""
 
-    name: str
+    name: str  # --model of the chat and benchmarks
     display_name: str
+    shape: str  # --shape of the benchmarks: the real model at full size, randomly initialised
     architecture: str  # config.json model_type
     model_dir: Path
     adapter_dir: Path
@@ -69,6 +84,7 @@ class ModelSpec:
 POLYGLOT = ModelSpec(
     name="polyglot",
     display_name="Polyglot-Ko 1.3B",
+    shape="polyglot-ko-1.3b",
     architecture="gpt_neox",
     model_dir=MODELS_DIR / "polyglot_original",
     adapter_dir=MODELS_DIR / "polyglot_fine_tuned",
@@ -94,6 +110,7 @@ POLYGLOT = ModelSpec(
 GEMMA = ModelSpec(
     name="gemma",
     display_name="Gemma-2 2B",
+    shape="gemma-2-2b",
     architecture="gemma2",
     model_dir=MODELS_DIR / "original",
     adapter_dir=MODELS_DIR / "fine_tuned",
@@ -116,4 +133,11 @@ GEMMA = ModelSpec(
     load_kwargs={"attn_implementation": "eager"},
 )
 
+# The one model registry: a third base model is one more ModelSpec here (and, if wanted, a 3-line run script).
 SPECS = {spec.name: spec for spec in (POLYGLOT, GEMMA)}
+SHAPES = {spec.shape: spec for spec in SPECS.values()}
+
+
+def spec_for_architecture(architecture: str) -> ModelSpec | None:
+    """The registered spec of a config.json model_type, or None for an architecture the project has not tested."""
+    return next((spec for spec in SPECS.values() if spec.architecture == architecture), None)

@@ -8,15 +8,16 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
+import sys
 
-from llm.common.adapters import load_fine_tuned
-from llm.common.cli import ArgumentParser, add_trust_pickled_option, positive_int, run_main
-from llm.common.data import load_splits
-from llm.common.inference import DEFAULT_BATCH_SIZE, Answer, generate_answers
+try:
+    from llm.common.cli import ArgumentParser, add_trust_pickled_option, positive_int, run_main
+except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
+    sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
 from llm.common.markers import build_prompt
-from llm.common.models import pick_device
 from llm.common.specs import DEFAULT_DATASET, SPECS
+
+DEFAULT_BATCH_SIZE = 16  # llm.common.inference's: kept in step by a test, so that --help needs no torch
 
 
 def parse_args() -> argparse.Namespace:
@@ -31,15 +32,17 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-@torch.no_grad()
-def explain_difference(model, tokenizer, one: Answer, batched: Answer) -> str:
+def explain_difference(model, tokenizer, one, batched) -> str:
     """Where two greedy answers part, how close the model's top two next tokens are (unpadded)."""
+    import torch
+
     common = 0
     while common < min(len(one.text), len(batched.text)) and one.text[common] == batched.text[common]:
         common += 1
     context = build_prompt(one.user_input) + " " + one.text[:common]
     encoded = tokenizer(context.rstrip() if common == 0 else context, return_tensors="pt").to(model.device)
-    logits = model(**encoded).logits[0, -1].float()
+    with torch.no_grad():
+        logits = model(**encoded).logits[0, -1].float()
     top = torch.topk(logits, 2)
     first, second = (tokenizer.decode([int(i)]) for i in top.indices)
     gap = float(top.values[0] - top.values[1])
@@ -56,6 +59,14 @@ def timed(work):
 
 def main() -> int:
     args = parse_args()
+    # torch and transformers load only now, so that --help and bad options answer at once.
+    import torch
+
+    from llm.common.adapters import load_fine_tuned
+    from llm.common.data import load_splits
+    from llm.common.inference import generate_answers
+    from llm.common.models import pick_device
+
     spec = SPECS[args.model]
     splits = load_splits(args.dataset)
     device, dtype = pick_device()

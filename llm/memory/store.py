@@ -14,6 +14,9 @@ from typing import Iterator, NamedTuple
 from llm.memory.retrieval import memory_key_value, most_relevant
 
 BUSY_TIMEOUT_S = 10.0  # how long a write waits for another process's transaction before giving up
+# PRAGMA application_id of this project's memory files ("OhLR"): another program's SQLite file is left untouched.
+APPLICATION_ID = 0x4F684C52
+SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS memories (
@@ -33,7 +36,14 @@ class MemoryUnavailable(Exception):
 class Memory(NamedTuple):
     tag: str
     user_message: str
-    time: datetime
+    time: datetime | None  # None when the stored time is not ISO 8601 (a hand edit): shown as unknown
+
+
+def _parse_time(text: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
 
 
 class MemoryStore:
@@ -46,8 +56,23 @@ class MemoryStore:
         except OSError as err:
             raise self._unavailable(f"cannot create its folder: {err.strerror or err}") from None
         with self._connect() as conn, conn:
+            self._check_is_ours(conn)
             conn.execute(_SCHEMA)
-            conn.execute("PRAGMA user_version = 1")  # a write now, so a read-only file fails here, not later
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")  # a write now: a read-only file fails here
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _check_is_ours(self, conn: sqlite3.Connection) -> None:
+        """Refuse, before writing anything, a database that another program made."""
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables - {"sqlite_sequence"}:
+            return  # a new or empty file: it becomes ours
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        user_version = conn.execute("PRAGMA user_version").fetchone()[0]
+        # Files written before application_id was set: only the memories table, at version 1.
+        legacy = application_id == 0 and tables <= {"memories", "sqlite_sequence"} and user_version == SCHEMA_VERSION
+        if application_id != APPLICATION_ID and not legacy:
+            raise self._unavailable("not an Oh-LoRA memory file (another program's database?); it was left "
+                                    "untouched: give --memory-db a new file")
 
     def add(self, tag: str, user_message: str) -> bool:
         """Store a whole "[key: value]" tag; False (nothing stored) if it is not one."""
@@ -66,7 +91,7 @@ class MemoryStore:
         """All stored memories, newest first."""
         with self._connect() as conn:
             rows = conn.execute("SELECT tag, user_message, time FROM memories ORDER BY id DESC").fetchall()
-        return [Memory(tag, message, datetime.fromisoformat(time)) for tag, message, time in rows]
+        return [Memory(str(tag), str(message), _parse_time(time)) for tag, message, time in rows]
 
     def clear(self) -> None:
         """Forget everything."""

@@ -3,8 +3,23 @@
 Usage: python llm/model_selection/run_model_selection.py --help
 """
 
-from llm.common.cli import run_main
-from llm.model_selection.selection import main
+import sys
+
+try:
+    from llm.common.cli import run_main
+except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
+    sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
+from llm.model_selection.candidates import load_candidates
+from llm.model_selection.options import build_parser
+
+
+def main() -> int:
+    candidates = load_candidates()
+    args = build_parser(candidates).parse_args()
+    from llm.model_selection.selection import main as run_selection  # torch loads only now
+
+    return run_selection(args, candidates, sys.argv[1:])
+
 
 if __name__ == "__main__":
     run_main(main)

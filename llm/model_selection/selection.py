@@ -24,29 +24,25 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, set_seed
 from trl import SFTTrainer
 
-from llm.common.cli import ArgumentParser, UserError, positive_int
-from llm.common.data import Example, Splits, check_fits_context, load_splits, to_prompt_completion
+from llm.common.cli import UserError
+from llm.common.data import Example, Splits, check_fits_context, load_splits
 from llm.common.inference import Answer, generate_answers
 from llm.common.measure import Measurement, measure
 from llm.common.models import LoadedModel, ensure_tiny_model, folder_is_empty, folder_model_type, load_local, pick_device
-from llm.common.training import lora_config, sft_config
-from llm.model_selection.candidates import Candidate, load_candidates
+from llm.common.logs import epoch_losses
+from llm.common.training import build_trainer, lora_config
+from llm.model_selection.candidates import Candidate
 from llm.model_selection.metrics import summarise
 from llm.common.specs import (
-    DEFAULT_DATASET, GEMMA, MODELS_DIR, POLYGLOT, TINY_LEARNING_RATE, ModelSpec, Recipe, repo_relative,
+    DEFAULT_DATASET, MODELS_DIR, SPECS, TINY_RECIPE, ModelSpec, Recipe, repo_relative, spec_for_architecture,
 )
 
-DEFAULT_OUTPUT_DIR = Path(__file__).with_name("results")
-DEFAULT_EPOCHS = 3
-DEFAULT_TRAIN_PAIRS = 60
 SAMPLES_PER_PROMPT = 2  # self-repetition compares two samples of the same prompt
 INFERENCE_MAX_TRIALS = 1  # an empty answer is counted, not generated again
 TINY_SUFFIX = " (tiny stand-in)"
 MAX_FAILURE_CHARS = 200  # a failed row's status stays one readable line
 SUMMARY_CSV = "model_selection_result.csv"
 SUMMARY_MD = "model_selection_result.md"
-# Architectures whose spec (LoRA targets, load settings) the project has tested; others get peft's defaults.
-KNOWN_SPECS = {spec.architecture: spec for spec in (POLYGLOT, GEMMA)}
 METRIC_COLUMNS = list(summarise([], []))  # the keys summarise returns, in its order
 SUMMARY_COLUMNS = [
     "name", "is_tiny", "status", "architecture", "train_pairs", "epochs", "learning_rate",
@@ -81,30 +77,6 @@ class Job:
     status: str = ""
 
 
-def build_parser(candidates: list[Candidate]) -> argparse.ArgumentParser:
-    parser = ArgumentParser(
-        description="Compare the candidate base models of candidates.csv on the same short test: LoRA "
-                    "fine-tuning on a subset of the train pairs, then every valid prompt answered twice. "
-                    "Candidates without weights get a 'skipped' row; tiny random-init stand-ins of the "
-                    "Polyglot (gpt_neox) and Gemma-2 (gemma2) architectures run too, marked is_tiny.",
-    )
-    parser.add_argument("--output-dir", type=Path, default=DEFAULT_OUTPUT_DIR,
-                        help="where the result files go (default: %(default)s)")
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="the dataset CSV (default: %(default)s)")
-    parser.add_argument("--models-dir", type=Path, default=MODELS_DIR,
-                        help="folder holding each candidate's weights folder (default: %(default)s)")
-    parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
-                        help="fine-tuning epochs, the same for every candidate (default: %(default)s)")
-    parser.add_argument("--train-pairs", type=positive_int, default=DEFAULT_TRAIN_PAIRS,
-                        help="train pairs used, evenly spaced over the train rows (default: %(default)s)")
-    parser.add_argument("--candidates", nargs="+", metavar="NAME", choices=[c.name for c in candidates],
-                        help="test only these candidates (and their tiny stand-ins); "
-                             f"one of: {', '.join(c.name for c in candidates)}")
-    parser.add_argument("--seed", type=int, default=Recipe.seed, help="random seed (default: %(default)s)")
-    parser.add_argument("--no-tiny", action="store_true", help="do not run the tiny stand-ins")
-    return parser
-
-
 def file_stem(name: str) -> str:
     """A candidate name as a file-name part: 'polyglot-ko-1.3b (tiny stand-in)' -> 'polyglot-ko-1.3b_tiny_stand-in'."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")
@@ -119,12 +91,12 @@ def spec_for(candidate: Candidate, model_dir: Path) -> ModelSpec:
     """The project's spec for the two known architectures; a generic one (peft's default LoRA targets) else."""
     # An unreadable config falls back to the listed architecture; check_model_folder then says what is wrong.
     architecture = folder_model_type(model_dir) or candidate.architecture
-    known = KNOWN_SPECS.get(architecture)
+    known = spec_for_architecture(architecture)
     if known is not None:
         return dataclasses.replace(known, display_name=candidate.name, model_dir=model_dir)
     # Untested beyond the two known architectures: empty lora_targets means "let peft choose".
     return ModelSpec(
-        name=file_stem(candidate.name), display_name=candidate.name, architecture=architecture,
+        name=file_stem(candidate.name), display_name=candidate.name, shape="", architecture=architecture,
         model_dir=model_dir, adapter_dir=model_dir, logs_dir=model_dir, lora_targets=(),
         full_config={}, tiny_config={}, special_tokens={}, training_script="llm/model_selection/run_model_selection.py",
     )
@@ -141,24 +113,10 @@ def plan_jobs(candidates: list[Candidate], models_dir: Path, tiny: bool) -> list
             jobs.append(Job(candidate.name, False, model_dir, spec_for(candidate, model_dir)))
     if tiny:
         for candidate in candidates:
-            for spec in KNOWN_SPECS.values():
+            for spec in SPECS.values():
                 if candidate.folder == spec.model_dir.name:
                     jobs.append(Job(candidate.name + TINY_SUFFIX, True, spec=spec))
     return jobs
-
-
-def epoch_losses(log_history: list[dict]) -> list[dict]:
-    """Per-epoch train loss (mean over the epoch, logged with logging_strategy="epoch") and eval loss."""
-    rows: dict[int, dict] = {}
-    for entry in log_history:
-        if "epoch" not in entry:
-            continue
-        row = rows.setdefault(round(entry["epoch"]), {"epoch": round(entry["epoch"])})
-        if "loss" in entry:
-            row["train_loss"] = entry["loss"]
-        if "eval_loss" in entry:
-            row["eval_loss"] = entry["eval_loss"]
-    return [rows[epoch] for epoch in sorted(rows) if len(rows[epoch]) > 1]
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
@@ -184,22 +142,11 @@ def context_length(model: PreTrainedModel) -> int:
 def fine_tuning_test(loaded: LoadedModel, spec: ModelSpec, splits: Splits, train: list[Example], recipe: Recipe,
                      device: str, dtype: torch.dtype) -> tuple[SFTTrainer, Measurement]:
     """LoRA SFT with the recipe on `train` (eval loss on the valid rows with answers each epoch), measured."""
-    peft_config = lora_config(spec, recipe)
-    if not spec.lora_targets:
-        peft_config = dataclasses.replace(peft_config, target_modules=None)  # peft picks by model_type
-    eval_examples = splits.valid_with_answers
-    max_length = context_length(loaded.model)
     set_seed(recipe.seed)
     with tempfile.TemporaryDirectory(prefix="ohlora-selection-") as scratch:  # nothing is saved there
-        trainer = SFTTrainer(
-            model=loaded.model,
-            args=sft_config(recipe, Path(scratch), device, dtype, bool(eval_examples), max_length,
-                            save_strategy="no", logging_strategy="epoch"),
-            train_dataset=to_prompt_completion(train),
-            eval_dataset=to_prompt_completion(eval_examples) if eval_examples else None,
-            processing_class=loaded.tokenizer,
-            peft_config=peft_config,
-        )
+        trainer = build_trainer(loaded.model, loaded.tokenizer, recipe, lora_config(spec, recipe), train,
+                                splits.valid_with_answers, Path(scratch), device, dtype,
+                                save_strategy="no", logging_strategy="epoch")
         _, measurement = measure(trainer.train)
     return trainer, measurement
 
@@ -228,10 +175,10 @@ def run_job(job: Job, splits: Splits, train: list[Example], args: argparse.Names
         loaded = load_local(spec, job.model_dir, device, dtype)
     check_fits_context(splits, loaded.tokenizer, context_length(loaded.model))
     recipe = Recipe(epochs=args.epochs, seed=args.seed,
-                    learning_rate=TINY_LEARNING_RATE if job.is_tiny else Recipe.learning_rate)
+                    learning_rate=TINY_RECIPE["learning_rate"] if job.is_tiny else Recipe.learning_rate)
 
     trainer, fine_tuning = fine_tuning_test(loaded, spec, splits, train, recipe, device, dtype)
-    losses = epoch_losses(trainer.state.log_history)
+    losses = [dataclasses.asdict(row) for row in epoch_losses(trainer.state.log_history)]
     _write_csv(args.output_dir / f"fine_tuning_test_result_{file_stem(job.name)}.csv", FINE_TUNING_COLUMNS, losses)
 
     valid = splits.valid
@@ -253,8 +200,8 @@ def run_job(job: Job, splits: Splits, train: list[Example], args: argparse.Names
         "inference_time_s": inference.seconds, "inference_peak_mb": inference.peak_mb,
         "peak_kind": fine_tuning.peak_kind if fine_tuning.peak_kind == inference.peak_kind
         else f"{fine_tuning.peak_kind} / {inference.peak_kind}",
-        "final_train_loss": next((row["train_loss"] for row in reversed(losses) if "train_loss" in row), None),
-        "final_eval_loss": next((row["eval_loss"] for row in reversed(losses) if "eval_loss" in row), None),
+        "final_train_loss": next((row["train_loss"] for row in reversed(losses) if row["train_loss"] is not None), None),
+        "final_eval_loss": next((row["eval_loss"] for row in reversed(losses) if row["eval_loss"] is not None), None),
         **metrics,
     }
 
@@ -308,10 +255,8 @@ def run_header(argv: list[str], args: argparse.Namespace, splits: Splits, train_
     ])
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse arguments, run every planned candidate, write the files; returns an exit code."""
-    candidates = load_candidates()
-    args = build_parser(candidates).parse_args(argv)
+def main(args: argparse.Namespace, candidates: list[Candidate], argv: list[str]) -> int:
+    """Run every planned candidate, write the files; returns an exit code."""
     # Everything that can be wrong with the inputs is found before anything is written.
     splits = load_splits(args.dataset)
     if args.output_dir.exists() and not args.output_dir.is_dir():
@@ -321,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     jobs = plan_jobs(candidates, args.models_dir, tiny=not args.no_tiny)
     train = train_subset(splits.train, args.train_pairs)
     device, dtype = pick_device()
-    header = run_header(argv if argv is not None else sys.argv[1:], args, splits, len(train), device, dtype)
+    header = run_header(argv, args, splits, len(train), device, dtype)
     args.output_dir.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict] = []

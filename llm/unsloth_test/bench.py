@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import torch
@@ -23,29 +22,20 @@ from peft import LoraConfig
 from transformers import (
     AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, set_seed,
 )
-from trl import SFTTrainer
 
 from llm.common.cli import ArgumentParser, UserError, add_trust_pickled_option, positive_int
-from llm.common.data import Example, Splits, check_fits_context, load_splits, to_prompt_completion
-from llm.common.inference import DEFAULT_BATCH_SIZE, MAX_LENGTH, generate_answers
-from llm.common.logs import RunLog, log_file_path
+from llm.common.data import Example, Splits, check_fits_context, load_splits
+from llm.common.inference import DEFAULT_BATCH_SIZE, MAX_LENGTH, format_answers, generate_answers
+from llm.common.logs import LIBRARIES, RunLog, library_versions, log_file_path
 from llm.common.measure import Measurement, measure
 from llm.common.models import (
     check_model_folder, ensure_tiny_model, folder_is_empty, load_local, load_tokenizer, pick_device, tiny_notice,
 )
-from llm.common.pipeline import LIBRARIES
-from llm.common.training import format_answers, lora_config, sft_config
-from llm.unsloth_test import DEFAULT_RESULTS, RESULT_FIELDS, STATUS_OK, append_result, read_results
-from llm.common.specs import DEFAULT_DATASET, GEMMA, POLYGLOT, ModelSpec, Recipe, repo_relative
+from llm.common.training import build_trainer, lora_config
+from llm.unsloth_test import RESULT_FIELDS, STATUS_OK, append_result, read_results
+from llm.common.specs import DEFAULT_DATASET, GEMMA, SHAPES, ModelSpec, Recipe, repo_relative
 
-DEFAULT_LOGS_DIR = Path(__file__).resolve().parent / "logs"
-SHAPES = {"gemma-2-2b": GEMMA, "polyglot-ko-1.3b": POLYGLOT}  # --shape: the real models' full configs
-UNSLOTH_SHAPES = ("gemma-2-2b",)  # Unsloth has no fast path for GPT-NeoX, so only Gemma is compared
-# The original experiment: 25 valid prompts, 20 train pairs x 3 epochs, eval on 5 valid pairs.
-DEFAULT_PROMPTS = 25
-DEFAULT_TRAIN_PAIRS = 20
-DEFAULT_EPOCHS = 3
-EVAL_PAIRS = 5
+EVAL_PAIRS = 5  # the original experiment's eval: 5 valid pairs after each epoch
 SEQ_LENGTH = 256  # training length limit: every pair of the dataset fits; also the tiny stand-in's context
 UNAVAILABLE_EXIT = 3
 
@@ -73,37 +63,6 @@ class Backend:
     attach_lora: Callable[[PreTrainedModel, LoraConfig, Recipe], tuple[PreTrainedModel, LoraConfig | None]]
     prepare_inference: Callable[[PreTrainedModel], None] = lambda model: None
     libraries: tuple[str, ...] = LIBRARIES  # versions printed in the log
-
-
-def build_parser(with_unsloth: bool) -> argparse.ArgumentParser:
-    side = "WITH" if with_unsloth else "WITHOUT"
-    shapes = UNSLOTH_SHAPES if with_unsloth else tuple(SHAPES)
-    parser = ArgumentParser(
-        description=f"Measure inference and LoRA fine-tuning of Gemma-2 2B {side} Unsloth: wall time and peak "
-                    f"memory. Appends a row to the results file and writes a log; compare the two scripts' rows "
-                    f"with llm/unsloth_test/compare.py.",
-    )
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help=f"Gemma-2 2B weights (default: {GEMMA.model_dir}); when empty, a tiny Gemma-2 "
-                             f"stand-in is used, and says so")
-    parser.add_argument("--shape", choices=shapes, default=None,
-                        help="instead of weights: a randomly initialised model of this real model's full size, "
-                             "to measure time and memory at real scale without weights")
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="the dataset CSV (default: %(default)s)")
-    parser.add_argument("--prompts", type=positive_int, default=DEFAULT_PROMPTS,
-                        help="valid prompts answered in the inference part (default: %(default)s)")
-    parser.add_argument("--train-pairs", type=positive_int, default=DEFAULT_TRAIN_PAIRS,
-                        help="train pairs of the fine-tuning part (default: %(default)s)")
-    parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
-                        help="fine-tuning epochs (default: %(default)s)")
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
-                        help="the CSV file the row is appended to (default: %(default)s)")
-    parser.add_argument("--logs-dir", type=Path, default=DEFAULT_LOGS_DIR,
-                        help="where the log goes (default: %(default)s)")
-    parser.add_argument("--machine", default=None,
-                        help="how to name this machine in the results (default: host name, CPU cores and RAM)")
-    add_trust_pickled_option(parser)
-    return parser
 
 
 def describe_model(args: argparse.Namespace) -> tuple[ModelSpec, str, str]:
@@ -227,7 +186,6 @@ def _one_line(error: BaseException) -> str:
 
 def _header(backend: Backend, subject: Subject, args: argparse.Namespace, device_text: str,
             recipe: Recipe) -> str:
-    versions = ", ".join(f"{name} {version(name)}" for name in backend.libraries)
     return "\n".join([
         f"Oh-LoRA Unsloth test, {backend.unsloth.upper()} Unsloth: {subject.label}",
         f"command: {_command()}",
@@ -240,7 +198,7 @@ def _header(backend: Backend, subject: Subject, args: argparse.Namespace, device
         f"train batch {recipe.batch_size}, eval on {EVAL_PAIRS} valid pairs after each epoch, lr {recipe.learning_rate}",
         f"dataset: {repo_relative(args.dataset)}",
         f"results file: {repo_relative(args.results)}",
-        versions,
+        library_versions(backend.libraries),
     ])
 
 
@@ -249,22 +207,14 @@ def _fine_tune(backend: Backend, model: PreTrainedModel, tokenizer: PreTrainedTo
                workdir: Path) -> tuple[int, float]:
     """The measured fine-tuning: attach LoRA, train (with eval after each epoch); returns steps and train loss."""
     model, peft_config = backend.attach_lora(model, lora_config(subject.spec, recipe), recipe)
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(recipe, workdir / "checkpoints", device, dtype, has_eval=True, max_length=SEQ_LENGTH,
-                        save_strategy="no"),
-        train_dataset=to_prompt_completion(train),
-        eval_dataset=to_prompt_completion(evals),
-        processing_class=tokenizer,
-        peft_config=peft_config,
-    )
+    trainer = build_trainer(model, tokenizer, recipe, peft_config, train, evals, workdir / "checkpoints", device,
+                            dtype, save_strategy="no")
     result = trainer.train()
     return trainer.state.global_step, result.training_loss
 
 
-def run(backend: Backend, argv: list[str] | None = None) -> int:
+def run(backend: Backend, args: argparse.Namespace) -> int:
     """Parse options, measure inference and fine-tuning, append the row, write the log; returns the exit code."""
-    args = build_parser(backend.unsloth == "with").parse_args(argv)
     # Everything that can be wrong with the inputs is found before anything is written.
     splits = load_splits(args.dataset)
     prompts, train, evals = pick_examples(args, splits)
@@ -312,9 +262,8 @@ def run(backend: Backend, argv: list[str] | None = None) -> int:
     return 0
 
 
-def record_unavailable(reason: str, argv: list[str] | None = None) -> int:
+def record_unavailable(reason: str, args: argparse.Namespace) -> int:
     """Where Unsloth cannot run: a row and a log saying why, the reason as one line on screen, exit code 3."""
-    args = build_parser(with_unsloth=True).parse_args(argv)
     pick_examples(args, load_splits(args.dataset))  # bad input is reported as such, not as unavailable
     read_results(args.results)
     _, label, short = describe_model(args)

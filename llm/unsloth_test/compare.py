@@ -7,7 +7,12 @@ Two rows match when both runs succeeded on the same model (or shape) and device,
 import argparse
 from pathlib import Path
 
-from llm.common.cli import ArgumentParser, UserError, run_main
+import sys
+
+try:
+    from llm.common.cli import ArgumentParser, UserError, run_main
+except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
+    sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
 from llm.unsloth_test import DEFAULT_RESULTS, STATUS_OK, read_results
 
 MATCH_KEYS = ("model", "device", "prompts", "train_pairs", "epochs")

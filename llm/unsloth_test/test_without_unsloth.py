@@ -5,8 +5,21 @@ Runs anywhere (GPU or CPU). `--shape gemma-2-2b` or `--shape polyglot-ko-1.3b` m
 initialised model of the real full size. Compare with test_with_unsloth.py: python llm/unsloth_test/compare.py
 """
 
-from llm.common.cli import run_main
-from llm.unsloth_test.bench import PLAIN, run
+import sys
+
+try:
+    from llm.common.cli import run_main
+except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
+    sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
+from llm.unsloth_test import build_parser
+
+
+def main() -> int:
+    args = build_parser(with_unsloth=False).parse_args()
+    from llm.unsloth_test.bench import PLAIN, run  # torch loads only now: --help answers at once
+
+    return run(PLAIN, args)
+
 
 if __name__ == "__main__":
-    run_main(lambda: run(PLAIN))
+    run_main(main)

@@ -17,7 +17,8 @@ DEFAULT_MEMORY_DB = Path(__file__).resolve().parents[1] / "memory" / "ohlora_mem
 USER_LABEL = "나: "
 BOT_LABEL = "오로라: "
 EMPTY_ANSWER = "…"  # shown when nothing is left of an answer once its tag and markers are gone
-HINT = "commands: /memory shows what she remembers, /forget clears it, /quit (or Ctrl-D) leaves"
+HINT = ("commands: /memory shows what she remembers, /why which memory she recalled for your last message, "
+        "/forget clears it all, /quit (or Ctrl-D) leaves")
 
 # Bracketed text at the start of an answer: a memory tag, well-formed or not ("[: 면접]", "[[a: b]]").
 _LEADING_BRACKETS = re.compile(r"^(?:\s*\[+[^\[\]]*\]+)+\s*")
@@ -34,8 +35,19 @@ class Turn:
     message: str  # what the user typed
     model_input: str  # what the model got: the message, with a recalled memory tag in front if one was relevant
     recalled: str | None
+    recall_score: float | None  # the recalled memory's relevance to the message
     stored: str | None  # the tag from the answer that went into the memory
     shown: str  # the answer the user sees
+
+
+def not_utf8(text: str) -> bool:
+    """True for text holding bytes that were not UTF-8 (Python keeps them as lone surrogates)."""
+    return any("\udc80" <= ch <= "\udcff" for ch in text)
+
+
+def readable(text: str) -> str:
+    """The text with bytes that were not UTF-8 shown as \ufffd, so that it can be printed."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def visible_text(answer_text: str) -> str:
@@ -62,8 +74,10 @@ class Chat:
     def __init__(self, answer: Callable[[str], HasText], memory: MemoryStore | None,
                  say: Callable[[str], None] = print, warn: Callable[[str], None] | None = None,
                  memory_off_reason: str = "memory is off",
-                 too_long: Callable[[str], str | None] = lambda model_input: None) -> None:
+                 too_long: Callable[[str], str | None] = lambda model_input: None, show_recall: bool = False) -> None:
         self.answer = answer
+        self.show_recall = show_recall
+        self.last_turn: Turn | None = None
         self.too_long = too_long
         self.memory = memory
         self.say = say
@@ -88,7 +102,7 @@ class Chat:
         # A tag the user typed is chat text: never stored, and no second tag is put before it.
         user_typed_tag = split_memory_tag(message)[0] is not None
         found = None if user_typed_tag else self._with_memory(lambda memory: memory.most_relevant(message))
-        recalled = found[0] if found else None
+        recalled, score = found if found else (None, None)
         model_input = f"{recalled} {message}" if recalled else message
         reason = self.too_long(model_input)
         if reason is not None:
@@ -97,7 +111,7 @@ class Chat:
         tag = split_memory_tag(answer_text)[0]
         # store.add ignores what is not a whole "[key: value]" with both parts non-empty.
         stored = tag if tag and self._with_memory(lambda memory: memory.add(tag, message)) else None
-        return Turn(message, model_input, recalled, stored, visible_text(answer_text))
+        return Turn(message, model_input, recalled, score, stored, visible_text(answer_text))
 
     def show_memories(self) -> None:
         memories = self._with_memory(lambda memory: memory.memories())
@@ -108,7 +122,18 @@ class Chat:
         else:
             self.say(f"(she remembers {len(memories)}, newest first)")
             for memory in memories:
-                self.say(f"  {memory.tag}  {memory.time:%Y-%m-%d %H:%M}  from: {memory.user_message}")
+                when = f"{memory.time:%Y-%m-%d %H:%M}" if memory.time else "time unknown"
+                self.say(f"  {memory.tag}  {when}  from: {memory.user_message}")
+
+    def why(self) -> None:
+        """Which memory was put in front of the last message, and why."""
+        turn = self.last_turn
+        if turn is None:
+            self.say("(no message yet)")
+        elif turn.recalled is None:
+            self.say("(no memory was put in front of your last message: none was relevant enough)")
+        else:
+            self.say(f"(in front of your last message: {turn.recalled}, relevance {turn.recall_score:.2f})")
 
     def forget(self) -> None:
         def clear(memory: MemoryStore) -> int:
@@ -125,19 +150,27 @@ class Chat:
         command = text.lower()
         if not text:
             return True
+        if not_utf8(text):
+            self.say("(that line holds bytes that are not UTF-8 text, so it was not sent; type it again)")
+            return True
         if command in ("/quit", "/exit"):
             return False
         if command == "/memory":
             self.show_memories()
         elif command == "/forget":
             self.forget()
+        elif command == "/why":
+            self.why()
         elif command == "/help":
             self.say(f"({HINT})")
         elif re.fullmatch(r"/[a-z]+", command):
             self.say(f"(unknown command {text}; {HINT})")
         else:
             try:
-                self.say(BOT_LABEL + self.turn(text).shown)
+                self.last_turn = self.turn(text)
+                if self.show_recall and self.last_turn.recalled:
+                    self.say(f"(recalled {self.last_turn.recalled}, relevance {self.last_turn.recall_score:.2f})")
+                self.say(BOT_LABEL + self.last_turn.shown)
             except MessageTooLong as error:
                 self.say(f"({error})")  # the chat goes on; nothing was generated or stored
         return True
@@ -146,7 +179,7 @@ class Chat:
 def run_prompts(chat: Chat, prompts: Iterable[str]) -> None:
     """Scripted use: each prompt (or command) in order, echoed like a typed line."""
     for prompt in prompts:
-        chat.say(USER_LABEL + prompt)
+        chat.say(USER_LABEL + readable(prompt))
         if not chat.handle(prompt):
             return
 
@@ -168,6 +201,6 @@ def run_interactive(chat: Chat, read: Callable[[str], str] = input, echo: bool |
                 chat.say("")  # end the "나: " line Ctrl-D left open
             return
         if echo:
-            chat.say(USER_LABEL + line)
+            chat.say(USER_LABEL + readable(line))
         if not chat.handle(line):
             return

@@ -1,0 +1,195 @@
+"""Output folders: what a run may replace, checked before any work, and saves that an interruption cannot half-do.
+
+A run replaces a folder only when it is empty or holds what this project saved there (marked by SAVE_MARKER);
+anything else (the dataset's folder, llm/models/, a file) is refused in one line before training starts.
+"""
+
+import errno
+import json
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from llm.common.cli import UserError
+
+SAVE_MARKER = "ohlora_saved.json"  # written last into every folder this project saves: "complete, and ours"
+# What peft and a tokenizer write into an adapter folder: a folder saved before SAVE_MARKER existed is
+# recognised by holding these files only.
+ADAPTER_FILES = {
+    "adapter_config.json", "adapter_model.safetensors", "README.md", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "added_tokens.json",
+}
+_SAVING, _PREVIOUS = "saving", "previous"
+LOW_SPACE_BYTES = 16 * 2**20
+
+
+class OutputError(UserError):
+    """An output place that cannot be used; nothing has been written."""
+
+
+def _visible(folder: Path) -> list[Path]:
+    return [child for child in folder.iterdir() if not child.name.startswith(".")]
+
+
+def is_saved_by_us(folder: Path) -> bool:
+    """True for a folder this project saved (its marker), or an adapter folder saved before markers existed."""
+    if (folder / SAVE_MARKER).is_file():
+        return True
+    names = {child.name for child in _visible(folder)}
+    return "adapter_config.json" in names and names <= ADAPTER_FILES and all(
+        (folder / name).is_file() for name in names)
+
+
+def _no_space(error: OSError) -> bool:
+    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(path: Path, error: BaseException) -> bool:
+    """Whether an error while writing under `path` came from a full disk: its errno, or (for writers that lose
+    the errno, like torch.save's "basic_ios::clear: iostream error") almost no space left there now."""
+    if isinstance(error, OSError) and _no_space(error):
+        return True
+    existing = next((parent for parent in (Path(path), *Path(path).parents) if parent.exists()), None)
+    return existing is not None and shutil.disk_usage(existing).free < LOW_SPACE_BYTES
+
+
+def describe_os_error(error: OSError, path: Path) -> str:
+    """One line for a failed write: 'no space left on <path>' for a full disk, the system's words otherwise."""
+    if _no_space(error):
+        return f"no space left on {path}"
+    return f"{path}: {error.strerror or error}"
+
+
+def check_writable_folder(path: Path, option: str) -> Path:
+    """The folder resolved, after checking that it is (or can be made as) a folder this user can write."""
+    path = Path(path).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{option} {path}: exists and is not a folder")
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {path}: {existing} is not writable")
+    return path
+
+
+def check_replaceable(path: Path, option: str) -> Path:
+    """The output folder resolved, once it is known that a save may put a folder there.
+
+    Allowed: nothing there, an empty folder, or a folder this project saved. The parent must be writable
+    (the save renames into it).
+    """
+    path = Path(path).expanduser().resolve()
+    if path == Path(path.anchor):
+        raise OutputError(f"{option} {path}: the root of the file system cannot be an output folder")
+    if path.exists():
+        if not path.is_dir():
+            raise OutputError(f"{option} {path}: exists and is a file, not a folder this project saved; "
+                              f"choose another path")
+        if _visible(path) and not is_saved_by_us(path):
+            raise OutputError(f"{option} {path}: holds files this project did not save there (it would be "
+                              f"replaced); choose an empty or new folder")
+    check_writable_folder(path.parent, option)
+    return path
+
+
+def _leftovers(path: Path, kind: str) -> list[Path]:
+    return sorted(path.parent.glob(f".{path.name}.{kind}-*"))
+
+
+def recover_interrupted_save(path: Path) -> str | None:
+    """Put back what an interrupted save left beside `path`; returns a line saying what it did, or None.
+
+    A save moves the old folder to .NAME.previous-PID and the new one from .NAME.saving-PID: when `path` is
+    missing, the old folder (else a complete new one) is moved back; the rest is removed.
+    """
+    path = Path(path)
+    previous, saving = _leftovers(path, _PREVIOUS), _leftovers(path, _SAVING)
+    if not previous and not saving:
+        return None
+    said = None
+    if not path.exists():
+        complete = [folder for folder in saving if (folder / SAVE_MARKER).is_file()]
+        restored = (previous or complete or [None])[-1]
+        if restored is not None:
+            restored.rename(path)
+            said = f"restored {path} from {restored.name}, left by an interrupted save"
+    for leftover in _leftovers(path, _PREVIOUS) + _leftovers(path, _SAVING):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return said or f"removed what an interrupted save left beside {path}"
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait until the block ends: the two renames of a save happen both or neither.
+
+    Python runs signal handlers in the main thread between bytecodes, so swapping the handlers there is
+    enough (blocking the signal would not be: torch's threads would receive it).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    handlers = {number: signal.signal(number, lambda signum, frame: received.append(signum))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+        if received:
+            signal.raise_signal(received[0])
+
+
+def _usual_permissions(folder: Path) -> None:
+    """Files and folders as the umask makes them: some writers (safetensors) create their files 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def save_folder_atomically(path: Path, write: Callable[[Path], None], what: str) -> None:
+    """Write a folder beside `path` with `write(staging)`, then swap it in: an interruption anywhere leaves the
+    old folder or the new one at `path` (recover_interrupted_save tidies up after a kill).
+
+    Raises OutputError (one line) when the disk is full or the place is not writable; the old folder stays.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recover_interrupted_save(path)
+    staging = path.with_name(f".{path.name}.{_SAVING}-{os.getpid()}")
+    previous = path.with_name(f".{path.name}.{_PREVIOUS}-{os.getpid()}")
+    try:
+        staging.mkdir()  # default permissions (umask): other users may load what is saved
+        write(staging)
+        _usual_permissions(staging)
+        marker = {"what": what, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        (staging / SAVE_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
+        with _signals_deferred():
+            if path.exists():
+                path.rename(previous)
+            staging.rename(path)
+    except OSError as error:
+        if not path.exists() and previous.exists():
+            previous.rename(path)  # the new folder could not be moved in: the old one goes back
+        raise OutputError(f"{what} not saved: {describe_os_error(error, path)}") from None
+    finally:
+        # Whatever happened (a Ctrl-C deferred until after the renames included), `path` holds a whole folder.
+        shutil.rmtree(staging, ignore_errors=True)
+        if path.exists():
+            shutil.rmtree(previous, ignore_errors=True)
+
+
+def append_line_safely(path: Path, text: str) -> None:
+    """Append text to a file, first ending its last line when a hand edit left it without a newline."""
+    with path.open("a+b") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() > 0:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+        handle.write(text.encode("utf-8"))

@@ -1,0 +1,19 @@
+"""The fine-tuning program (program.py: prepare -> train -> finish), its resume logic and its benchmarks."""
+
+from llm.common.cli import run_main
+from llm.common.specs import ModelSpec
+
+RESUME_HINT = " (run the same command with --resume to continue from the last saved epoch)"
+
+
+def run_fine_tuning(spec: ModelSpec) -> None:
+    """What a run_fine_tuning script does; --help and bad options answer before torch is imported."""
+    from llm.fine_tuning.options import build_parser
+
+    def main() -> int:
+        args = build_parser(spec).parse_args()
+        from llm.fine_tuning.program import fine_tune
+
+        return fine_tune(spec, args)
+
+    run_main(main, interrupted_hint=RESUME_HINT)

@@ -1,0 +1,213 @@
+"""A run never deletes what it did not write: output folders, checkpoints, interrupted saves, memory files, results."""
+
+import hashlib
+import os
+import signal
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import run_script
+from llm.chat.chat import Chat
+from llm.common.outputs import SAVE_MARKER, OutputError, recover_interrupted_save, save_folder_atomically
+from llm.fine_tuning.resume import remove_run_files, scan
+from llm.memory.store import MemoryStore, MemoryUnavailable
+
+FINE_TUNE = "llm/run_fine_tuning_polyglot.py"
+
+
+def digest(folder: Path) -> dict[str, str]:
+    """Every file under a folder and a hash of its bytes: to show that nothing changed."""
+    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def refused(result, pattern: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def user_files(tmp_path: Path, small_dataset: Path) -> Path:
+    """A user's folder: a dataset, a note and a subfolder with 'weights'."""
+    folder = tmp_path / "mine"
+    (folder / "weights").mkdir(parents=True)
+    (folder / "data.csv").write_bytes(small_dataset.read_bytes())
+    (folder / "notes.txt").write_text("do not lose me", encoding="utf-8")
+    (folder / "weights" / "model.safetensors").write_bytes(b"\0" * 64)
+    return folder
+
+
+@pytest.mark.parametrize("where", ["dataset folder", "a file", "models folder", "root"])
+def test_output_dir_that_is_not_an_adapter_is_refused_untouched(tmp_path, user_files, where):
+    target = {"dataset folder": user_files, "a file": user_files / "notes.txt",
+              "models folder": user_files, "root": Path("/")}[where]
+    before = digest(user_files)
+    result = run_script(FINE_TUNE, "--dataset", str(user_files / "data.csv"), "--output-dir", str(target),
+                        "--model-dir", str(tmp_path / "none"), "--logs-dir", str(tmp_path / "logs"), "--epochs", "1")
+    refused(result, "--output-dir")
+    assert digest(user_files) == before
+    assert not (tmp_path / "logs").exists()  # refused before the log was opened
+
+
+def test_logs_inside_the_output_folder_are_refused(tmp_path, small_dataset):
+    output = tmp_path / "adapter"
+    result = run_script(FINE_TUNE, "--dataset", str(small_dataset), "--output-dir", str(output),
+                        "--logs-dir", str(output), "--model-dir", str(tmp_path / "none"))
+    refused(result, "--logs-dir")
+    result = run_script(FINE_TUNE, "--dataset", str(small_dataset), "--output-dir", str(output),
+                        "--logs-dir", str(tmp_path / "adapter_checkpoints" / "logs"), "--model-dir", str(tmp_path / "none"))
+    refused(result, "--logs-dir")
+
+
+def test_checkpoint_folder_with_foreign_files_is_refused_and_kept(tmp_path, small_dataset):
+    checkpoints = tmp_path / "adapter_checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "thesis.pdf").write_bytes(b"%PDF")
+    result = run_script(FINE_TUNE, "--dataset", str(small_dataset), "--output-dir", str(tmp_path / "adapter"),
+                        "--logs-dir", str(tmp_path / "logs"), "--model-dir", str(tmp_path / "none"))
+    refused(result, "did not write")
+    assert (checkpoints / "thesis.pdf").read_bytes() == b"%PDF"
+
+
+def test_spent_checkpoints_are_removed_but_nothing_else(tmp_path):
+    checkpoints = tmp_path / "adapter_checkpoints"
+    (checkpoints / "checkpoint-10").mkdir(parents=True)
+    (checkpoints / "checkpoint-10" / "trainer_state.json").write_text("{}")
+    (checkpoints / "run_settings.json").write_text("{}")
+    assert [path.name for path in scan(checkpoints).complete] == []  # only what a run writes: accepted
+    (checkpoints / "later.txt").write_text("appeared during the run")
+    remove_run_files(checkpoints)
+    assert sorted(path.name for path in checkpoints.iterdir()) == ["later.txt"]
+    (checkpoints / "later.txt").unlink()
+    remove_run_files(checkpoints)
+    assert not checkpoints.exists()
+
+
+def write_files(content: str):
+    def write(folder: Path) -> None:
+        (folder / "adapter_config.json").write_text(content)
+    return write
+
+
+def test_interrupted_while_writing_keeps_the_old_adapter(tmp_path):
+    target = tmp_path / "adapter"
+    save_folder_atomically(target, write_files("old"), "adapter")
+
+    def interrupted(folder: Path) -> None:
+        (folder / "adapter_config.json").write_text("half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_folder_atomically(target, interrupted, "adapter")
+    assert (target / "adapter_config.json").read_text() == "old"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["adapter"]
+
+
+def test_ctrl_c_between_the_renames_is_deferred_until_the_new_adapter_is_in_place(tmp_path, monkeypatch):
+    target = tmp_path / "adapter"
+    save_folder_atomically(target, write_files("old"), "adapter")
+    real_rename = Path.rename
+
+    def rename_then_interrupt(self, destination):
+        result = real_rename(self, destination)
+        if ".previous-" in str(destination):  # the old one has just been moved aside
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(Path, "rename", rename_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        save_folder_atomically(target, write_files("new"), "adapter")
+    assert (target / "adapter_config.json").read_text() == "new"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["adapter"]
+
+
+@pytest.mark.parametrize("left", ["previous only", "previous and saving", "saving, complete", "saving, partial"])
+def test_next_run_restores_or_cleans_what_a_killed_save_left(tmp_path, left):
+    target = tmp_path / "adapter"
+    if "previous" in left:
+        (tmp_path / ".adapter.previous-99").mkdir()
+        (tmp_path / ".adapter.previous-99" / "adapter_config.json").write_text("old")
+    if "saving" in left:
+        (tmp_path / ".adapter.saving-99").mkdir()
+        (tmp_path / ".adapter.saving-99" / "adapter_config.json").write_text("new")
+        if left == "saving, complete":
+            (tmp_path / ".adapter.saving-99" / SAVE_MARKER).write_text("{}")
+    said = recover_interrupted_save(target)
+    assert said
+    names = sorted(path.name for path in tmp_path.iterdir())
+    if left == "saving, partial":
+        assert names == []
+    else:
+        assert names == ["adapter"]
+        assert (target / "adapter_config.json").read_text() == ("new" if left == "saving, complete" else "old")
+
+
+def test_saved_folder_is_readable_by_others(tmp_path):
+    old_umask = os.umask(0o022)
+    try:
+        save_folder_atomically(tmp_path / "adapter", write_files("x"), "adapter")
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "adapter").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "adapter" / "adapter_config.json").stat().st_mode & 0o044 == 0o044
+
+
+def test_full_disk_on_save_is_one_line_and_keeps_the_old(tmp_path):
+    target = tmp_path / "adapter"
+    save_folder_atomically(target, write_files("old"), "adapter")
+
+    def disk_full(folder: Path) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OutputError, match="no space left on"):
+        save_folder_atomically(target, disk_full, "adapter")
+    assert (target / "adapter_config.json").read_text() == "old"
+
+
+def other_programs_database(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        conn.execute("INSERT INTO invoices (total) VALUES (12.5)")
+        conn.execute("PRAGMA user_version = 7")
+    conn.close()
+
+
+def test_another_programs_database_is_refused_untouched(tmp_path):
+    path = tmp_path / "accounts.db"
+    other_programs_database(path)
+    before = path.read_bytes()
+    with pytest.raises(MemoryUnavailable, match="not an Oh-LoRA memory file"):
+        MemoryStore(path)
+    assert path.read_bytes() == before
+
+
+def test_a_memory_file_from_before_application_ids_still_opens(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE memories (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, "
+                     "tag TEXT NOT NULL, user_message TEXT NOT NULL, time TEXT NOT NULL)")
+        conn.execute("INSERT INTO memories (key, tag, user_message, time) VALUES "
+                     "('취미', '[취미: 뜨개질]', '뜨개질 시작했어', '2026-01-02T03:04:05+09:00')")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    assert [memory.tag for memory in MemoryStore(path).memories()] == ["[취미: 뜨개질]"]
+
+
+def test_a_malformed_time_does_not_stop_the_chat(tmp_path):
+    store = MemoryStore(tmp_path / "memory.db")
+    store.add("[반려동물: 고양이]", "고양이 키워")
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE memories SET time = 'last tuesday'")
+    conn.close()
+    assert store.memories()[0].time is None
+    shown = []
+    chat = Chat(lambda model_input: SimpleNamespace(text=f"[기분: 좋음] {model_input}"), store, say=shown.append)
+    chat.handle("/memory")
+    assert any("[반려동물: 고양이]" in line and "time unknown" in line for line in shown)
+    chat.handle("오늘 좋은 일 있었어")
+    assert shown[-1].startswith("오로라: ")
