@@ -444,3 +444,37 @@ def test_corrupt_database_chat_still_answers(trained_polyglot: dict, tmp_path: P
     assert len(answers_in(result.stdout)) == 1
     assert result.stdout.splitlines()[-1] == f"({notice})"
     assert db.read_bytes() == b"not a database " * 300
+
+
+def test_why_and_show_recall_say_which_memory_went_in_front(memory: MemoryStore):
+    memory.add("[내일 일정: 면접]", "나 내일 면접 봐")
+    said: list[str] = []
+    chat = Chat(StubModel("떨리지? 잘할 거야"), memory, say=said.append, show_recall=True)
+    chat.handle("/why")
+    assert said[-1] == "(no message yet)"
+    chat.handle("면접 너무 떨려")
+    assert re.fullmatch(r"\(recalled \[내일 일정: 면접\], relevance [01]\.\d\d\)", said[-2])
+    chat.handle("/why")
+    assert re.fullmatch(r"\(in front of your last message: \[내일 일정: 면접\], relevance [01]\.\d\d\)", said[-1])
+    chat.handle("너 이름이 뭐야?")
+    chat.handle("/why")
+    assert said[-1].startswith("(no memory was put in front of your last message")
+
+
+def test_bytes_that_are_not_utf8_are_a_notice_and_the_chat_goes_on(memory: MemoryStore):
+    model = StubModel("응!")
+    chat, said, _ = make_chat(model, memory)
+    chat.handle(b"\xff\xfe \xec\x95\x88".decode("utf-8", "surrogateescape"))
+    assert said == ["(that line holds bytes that are not UTF-8 text, so it was not sent; type it again)"]
+    chat.handle("안녕")
+    assert said[-1] == BOT_LABEL + "응!" and model.inputs == ["안녕"]
+
+
+def test_bad_bytes_on_stdin_of_the_real_chat(trained_polyglot: dict, tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / SCRIPT), "--model-dir", str(trained_polyglot["model_dir"]),
+         "--adapter-dir", str(trained_polyglot["adapter_dir"]), "--memory-db", str(tmp_path / "m.db")],
+        input=b"\xff\xfe\n\xec\x95\x88\xeb\x85\x95\n", capture_output=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
+    out = result.stdout.decode("utf-8")
+    assert "not UTF-8 text" in out and out.count(BOT_LABEL) == 1 and "Traceback" not in result.stderr.decode()

@@ -2,16 +2,20 @@
 
 import hashlib
 import os
+import shutil
 import signal
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import run_script
+from conftest import REPO, run_script
 from llm.chat.chat import Chat
-from llm.common.outputs import SAVE_MARKER, OutputError, recover_interrupted_save, save_folder_atomically
+from llm.common.outputs import SAVE_MARKER, OutputError, disk_full, recover_interrupted_save, save_folder_atomically
 from llm.fine_tuning.resume import remove_run_files, scan
 from llm.memory.store import MemoryStore, MemoryUnavailable
 
@@ -211,3 +215,35 @@ def test_a_malformed_time_does_not_stop_the_chat(tmp_path):
     assert any("[반려동물: 고양이]" in line and "time unknown" in line for line in shown)
     chat.handle("오늘 좋은 일 있었어")
     assert shown[-1].startswith("오로라: ")
+
+
+def test_a_full_disk_is_recognised_without_an_errno(tmp_path, monkeypatch):
+    """torch.save reports a full disk as RuntimeError('basic_ios::clear: iostream error'): the free space tells."""
+    error = RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos: basic_ios::clear: iostream error")
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=1024))
+    assert disk_full(tmp_path / "checkpoints" / "checkpoint-6", error)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**30))
+    assert not disk_full(tmp_path, error)
+    assert disk_full(tmp_path, OSError(28, "No space left on device"))
+
+
+def test_sigterm_stops_a_run_with_a_closed_log_and_says_how_to_continue(tmp_path, small_dataset):
+    logs = tmp_path / "logs"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / FINE_TUNE), "--dataset", str(small_dataset), "--model-dir", str(tmp_path / "none"),
+         "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(logs), "--epochs", "20"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    give_up = time.monotonic() + 300  # only so that a hung run fails the test instead of hanging it
+    while not list((tmp_path / "adapter_checkpoints").glob("checkpoint-*/trainer_state.json")):
+        assert process.poll() is None and time.monotonic() < give_up
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143
+    # (on the line of a progress bar, which may also redraw once more as the process exits)
+    assert "terminated (run the same command with --resume to continue from the last saved epoch)\n" in stderr
+    assert "Traceback" not in stderr
+    (log,) = logs.glob("*.txt")
+    assert log.read_text(encoding="utf-8").endswith("\nRUN STOPPED: terminated (SIGTERM)\n")
+    assert not (tmp_path / "adapter").exists()

@@ -42,7 +42,8 @@ def run_main(main: Callable[[], int | None], interrupted_hint: str = "") -> None
         sys.exit(2)
     except KeyboardInterrupt as stop:
         terminated = isinstance(stop, Terminated)
-        print(("terminated" if terminated else "interrupted") + interrupted_hint, file=sys.stderr)
+        new_line = "\n" if sys.stderr.isatty() else ""  # off the line of a progress bar
+        print(new_line + ("terminated" if terminated else "interrupted") + interrupted_hint, file=sys.stderr)
         sys.exit(143 if terminated else 130)
     sys.exit(code or 0)
 
