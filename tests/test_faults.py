@@ -25,6 +25,8 @@ FINE_TUNE_GEMMA = "llm/run_fine_tuning.py"
 CHAT = "llm/run_chat.py"
 BENCHMARK = "llm/fine_tuning/benchmark_inference.py"
 RETRIEVAL = "llm/memory/evaluate_retrieval.py"
+RETRIEVAL_TRAIN = "llm/memory/train_retrieval.py"
+RETRIEVAL_BENCHMARK = "llm/memory/benchmark_retrieval.py"
 SELECTION = "llm/model_selection/run_model_selection.py"
 WITHOUT_UNSLOTH = "llm/unsloth_test/test_without_unsloth.py"
 WITH_UNSLOTH = "llm/unsloth_test/test_with_unsloth.py"
@@ -188,6 +190,10 @@ CASES = [
 
     Case("eval file: missing", RETRIEVAL, lambda w: ["--eval", str(w.inputs / "no_eval.csv")], r"no_eval\.csv: cannot read"),
     Case("option: --rows not START:END", RETRIEVAL, lambda w: ["--rows", "7"], r"argument --rows: expected START:END, got '7'"),
+
+    Case("option: --rows not START:END", RETRIEVAL_TRAIN, lambda w: ["--rows", "7"],
+         r"argument --rows: expected START:END, got '7'"),
+    Case("option: --runs 0", RETRIEVAL_BENCHMARK, lambda w: ["--runs", "0"], r"argument --runs: must be >= 1, got 0"),
 
     Case("option: --epochs 0", SELECTION, lambda w: selection_args(w, "--epochs", "0"), r"argument --epochs: must be > 0"),
     Case("option: unknown model name", SELECTION, lambda w: selection_args(w, "--candidates", "gpt-5"),

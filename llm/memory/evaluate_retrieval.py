@@ -1,28 +1,54 @@
-"""Measure memory retrieval: top-1 accuracy on retrieval_eval.csv, or MSE/MAE/correlation on a pairs CSV.
+"""Measure memory retrieval, OLD scorer (cue lists) and NEW (Kiwi meaning, fitted) side by side.
 
     python llm/memory/evaluate_retrieval.py                 # retrieval_eval.csv beside this file
     python llm/memory/evaluate_retrieval.py --pairs llm/memory/relevance_pairs.csv
+    python llm/memory/evaluate_retrieval.py --eval cases.csv --pairs pairs.csv --rows 640:
 
-Both CSVs were written in three blocks: development (the first 120 cases / 368 pairs, seen while the cue lists
-were written), held-out 1 (the next 96 / 272, written after a first version was frozen, then used to revise it)
-and held-out 2 (the last 96 / 272, written after retrieval.py was frozen again): `--rows 216:` (cases) or
-`--rows 640:` (pairs) measures only that last, honest block.
+Cases (--eval): top-1 accuracy and precision/recall of the "none" answers; pairs (--pairs): MSE, MAE and
+correlation against the graded relevance. Both CSVs were written in three blocks: development (the first 120
+cases / 368 pairs, seen while the cue lists were written), held-out 1 (the next 96 / 272, written after a first
+version was frozen, then used to revise it) and held-out 2 (the last 96 / 272, written after the cue scorer was
+frozen again): `--rows 216:` (cases) or `--rows 640:` (pairs) measures only that last block. The NEW scorer's
+model says which rows it was fitted on (printed below the table): rows it was fitted on are not a test of it.
 """
 
 import argparse
 import csv
 import math
 import statistics
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
-from llm.common.cli import ArgumentParser, UserError, run_main
-from llm.memory.retrieval import RELEVANCE_THRESHOLD, memory_key_value, most_relevant, relevance
+import sys
+
+try:
+    from llm.common.cli import ArgumentParser, UserError, run_main
+except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
+    sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
+from llm.memory import cue_scorer, retrieval
+from llm.memory.retrieval import memory_key_value, most_relevant, relevance
 
 EVAL_CSV = Path(__file__).with_name("retrieval_eval.csv")
 EVAL_COLUMNS = ("user_prompt", "memories", "relevant")
 PAIR_COLUMNS = ("memory_0", "user_prompt_1", "similarity_score")
 MEMORY_SEPARATOR = "|"  # between the stored tags of one case
 NONE_LABEL = "none"  # the "relevant" of a case where no stored memory is relevant
+
+
+class Scorer(NamedTuple):
+    name: str
+    relevance: Callable[[str, str], float]
+    most_relevant: Callable[[list[str], str], tuple[str, float] | None]
+    threshold: float
+
+
+OLD = Scorer("OLD", cue_scorer.relevance, cue_scorer.most_relevant, cue_scorer.RELEVANCE_THRESHOLD)
+
+
+def new_scorer() -> Scorer:
+    """The chat's scorer with the model in use now (its threshold comes with the model)."""
+    return Scorer("NEW", relevance, most_relevant, retrieval.RELEVANCE_THRESHOLD)
 
 
 class DataError(UserError):
@@ -79,9 +105,9 @@ def read_pairs(path: Path) -> list[tuple[str, str, float]]:
     return pairs
 
 
-def retrieval_metrics(cases: list[tuple[str, list[str], str | None]]) -> dict[str, float]:
+def retrieval_metrics(cases: list[tuple[str, list[str], str | None]], pick=most_relevant) -> dict[str, float]:
     """Top-1 accuracy (a "none" answer is right on a none-case) and precision/recall of the "none" answers."""
-    picks = [most_relevant(tags, prompt) for prompt, tags, _ in cases]
+    picks = [pick(tags, prompt) for prompt, tags, _ in cases]
     predicted = [None if pick is None else pick[0] for pick in picks]
     gold = [relevant for _, _, relevant in cases]
     said_none = sum(p is None for p in predicted)
@@ -95,9 +121,9 @@ def retrieval_metrics(cases: list[tuple[str, list[str], str | None]]) -> dict[st
     }
 
 
-def pair_metrics(pairs: list[tuple[str, str, float]]) -> dict[str, float]:
+def pair_metrics(pairs: list[tuple[str, str, float]], score=relevance) -> dict[str, float]:
     """MSE, MAE and Pearson correlation of the relevance score against the graded relevance."""
-    scores = [relevance(tag, prompt) for tag, prompt, _ in pairs]
+    scores = [score(tag, prompt) for tag, prompt, _ in pairs]
     grades = [grade for _, _, grade in pairs]
     errors = [s - g for s, g in zip(scores, grades)]
     try:
@@ -118,31 +144,82 @@ def _row_slice(text: str) -> slice:
         raise argparse.ArgumentTypeError(f"expected START:END, got {text!r}") from None
 
 
+def _select(rows: list, span: slice, path: Path) -> list:
+    chosen = rows[span]
+    if not chosen:
+        raise DataError(f"{path}: --rows selects none of its rows")
+    return chosen
+
+
+def _rows_note(span: slice, total: int) -> str:
+    start, stop, _ = span.indices(total)
+    return "" if (start, stop) == (0, total) else f", rows {start}:{stop}"
+
+
+def _fitted_on() -> str:
+    fitted = (retrieval._MODEL or {}).get("fitted_on")
+    return f"NEW was fitted on {fitted}" if fitted else "NEW: no record of what it was fitted on"
+
+
+def report_pairs(path: Path, span: slice, scorers: tuple[Scorer, ...]) -> None:
+    pairs = read_pairs(path)
+    rows = _select(pairs, span, path)
+    metrics = [pair_metrics(rows, scorer.relevance) for scorer in scorers]
+    print(f"{path}: {len(rows)} pairs{_rows_note(span, len(pairs))}")
+    print(f"{'':16}" + "".join(f"{scorer.name:>8}" for scorer in scorers))
+    for name, label in (("mse", "MSE"), ("mae", "MAE"), ("corr", "corr")):
+        print(f"{label:16}" + "".join(f"{m[name]:8.3f}" for m in metrics))
+
+
+def report_cases(path: Path, span: slice, scorers: tuple[Scorer, ...]) -> None:
+    cases = read_cases(path)
+    rows = _select(cases, span, path)
+    metrics = [retrieval_metrics(rows, scorer.most_relevant) for scorer in scorers]
+    print(f"{path}: {len(rows)} cases{_rows_note(span, len(cases))}, {metrics[0]['really_none']} of them none")
+    def column(number: float, count: str = "") -> str:
+        return f"{number:8.3f} {count:10}"
+
+    lines = [f"{'':16}" + "".join(f"{scorer.name:>8} {'':10}" for scorer in scorers),
+             f"{'threshold':16}" + "".join(column(scorer.threshold) for scorer in scorers),
+             f"{'top-1 accuracy':16}" + "".join(column(m["accuracy"]) for m in metrics),
+             f"{'none precision':16}" + "".join(
+                 column(m["none_precision"], f"({m['both_none']}/{m['said_none']})") for m in metrics),
+             f"{'none recall':16}" + "".join(
+                 column(m["none_recall"], f"({m['both_none']}/{m['really_none']})") for m in metrics)]
+    print("\n".join(line.rstrip() for line in lines))
+
+
 def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--eval", type=Path, default=EVAL_CSV, metavar="FILE",
+    parser.add_argument("--eval", type=Path, metavar="FILE",
                         help="retrieval cases: user_prompt, memories ('|'-separated tags), relevant (tag or "
-                             f"'{NONE_LABEL}') (default: %(default)s)")
+                             f"'{NONE_LABEL}') (default when --pairs is not given: {EVAL_CSV})")
     parser.add_argument("--pairs", type=Path, metavar="FILE",
-                        help="instead, score pairs: memory_0, user_prompt_1, similarity_score in [0, 1]")
+                        help="scored pairs: memory_0, user_prompt_1, similarity_score in [0, 1]")
     parser.add_argument("--rows", type=_row_slice, default=slice(None), metavar="START:END",
-                        help="only these data rows, counted from 0 like a Python slice (e.g. 216:)")
+                        help="only these data rows of each file, counted from 0 like a Python slice (e.g. 216:)")
+    parser.add_argument("--model", type=Path, default=retrieval.MODEL_JSON, metavar="FILE",
+                        help="the NEW scorer's fitted model, e.g. one train_retrieval.py --out wrote "
+                             "(default: %(default)s)")
     args = parser.parse_args()
-    path = args.pairs if args.pairs is not None else args.eval
-    rows = (read_pairs if args.pairs is not None else read_cases)(path)[args.rows]
-    if not rows:
-        raise DataError(f"{path}: --rows selects none of its rows")
+    try:
+        retrieval.use_model(args.model)
+    except (OSError, ValueError, KeyError) as error:
+        raise DataError(f"{args.model}: not a model written by train_retrieval.py "
+                        f"({getattr(error, 'strerror', None) or error})") from None
+    scorers = (OLD, new_scorer())
+    cases_path = args.eval if args.eval is not None or args.pairs is not None else EVAL_CSV
+    # read (and check) every file before the slow scoring, so a bad file fails at once
+    for path, read in ((cases_path, read_cases), (args.pairs, read_pairs)):
+        if path is not None:
+            _select(read(path), args.rows, path)
+    if cases_path is not None:
+        report_cases(cases_path, args.rows, scorers)
     if args.pairs is not None:
-        m = pair_metrics(rows)
-        print(f"{path}: {len(rows)} pairs")
-        print(f"MSE {m['mse']:.3f}")
-        print(f"MAE {m['mae']:.3f} corr {m['corr']:.3f}")
-    else:
-        m = retrieval_metrics(rows)
-        print(f"{path}: {len(rows)} cases ({m['really_none']} none), threshold {RELEVANCE_THRESHOLD}")
-        print(f"top-1 accuracy {m['accuracy']:.3f}")
-        print(f"none precision {m['none_precision']:.3f} ({m['both_none']}/{m['said_none']} answered none)"
-              f"  none recall {m['none_recall']:.3f} ({m['both_none']}/{m['really_none']} none-cases)")
+        if cases_path is not None:
+            print()
+        report_pairs(args.pairs, args.rows, scorers)
+    print(_fitted_on())
     return 0
 
 
