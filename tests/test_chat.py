@@ -478,3 +478,10 @@ def test_bad_bytes_on_stdin_of_the_real_chat(trained_polyglot: dict, tmp_path: P
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
     out = result.stdout.decode("utf-8")
     assert "not UTF-8 text" in out and out.count(BOT_LABEL) == 1 and "Traceback" not in result.stderr.decode()
+
+
+def test_a_bare_warning_tag_is_neither_shown_nor_stored(memory: MemoryStore):
+    chat, said, _ = make_chat(StubModel("[경고] 가족을 두고 하는 모욕은 하지 말아 줘."), memory)
+    chat.handle("엄마 없냐?")
+    assert said == [BOT_LABEL + "가족을 두고 하는 모욕은 하지 말아 줘."]
+    assert memory.memories() == []

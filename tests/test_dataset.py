@@ -9,7 +9,7 @@ import pytest
 from conftest import BAD_DATASETS, DATASET, REPO, dataset_rows, write_csv
 from llm.common.data import REQUIRED_COLUMNS, DatasetError, load_splits
 from llm.common.korean import hangul_ratio
-from llm.common.markers import parse_memory_tag, split_memory_tag
+from llm.common.markers import BARE_TAG, parse_memory_tag, split_memory_tag
 
 CATEGORIES = REPO / "llm" / "OhLoRA_fine_tuning_categories.csv"
 
@@ -41,8 +41,8 @@ def test_memory_is_the_leading_tag_of_the_answer(rows):
         tag, message = split_memory_tag(row["output_data"])
         assert (tag or "") == row["memory"], row
         assert message == row["output_message"], row
-        if row["memory"]:
-            assert parse_memory_tag(row["memory"]) is not None, row
+        if row["memory"]:  # a memory "[key: value]", or a bare mark such as "[경고]"
+            assert parse_memory_tag(row["memory"]) is not None or BARE_TAG.fullmatch(row["memory"]), row
 
 
 def test_every_answer_is_mostly_hangul(rows):
@@ -53,7 +53,7 @@ def test_every_answer_is_mostly_hangul(rows):
 
 @pytest.mark.parametrize("data_type, minimum", [("train", 60), ("valid", 8)])
 def test_answers_that_store_a_memory(rows, data_type, minimum):
-    assert sum(bool(row["memory"]) for row in rows if row["data_type"] == data_type) >= minimum
+    assert sum(parse_memory_tag(row["memory"]) is not None for row in rows if row["data_type"] == data_type) >= minimum
 
 
 @pytest.mark.parametrize("data_type, minimum", [("train", 30), ("valid", 8)])
@@ -87,6 +87,15 @@ def test_index_column_extra_columns_and_bom_are_accepted(tmp_path, rows):
     splits = load_splits(path)
     assert (len(splits.train), len(splits.valid)) == (360, 60)
     assert splits.train[0].input_data == rows[0]["input_data"]
+
+
+def test_a_bare_tag_is_accepted_as_the_answers_mark(tmp_path, rows):
+    """The original marked its answers to insults about parents with a bare "[경고]" in output_data and memory."""
+    train = [row for row in rows if row["data_type"] == "train" and not row["memory"]][:3]
+    warned = {**train[0], "output_data": "[경고] " + train[0]["output_message"], "memory": "[경고]"}
+    valid = [row for row in rows if row["data_type"] == "valid"][:1]
+    splits = load_splits(write_csv(tmp_path / "d.csv", [warned, *train[1:], *valid]))
+    assert splits.train[0].memory == "[경고]"
 
 
 def test_valid_rows_without_answers_are_test_prompts_only(tmp_path, rows):
