@@ -7,7 +7,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -384,27 +383,6 @@ def chat_args(trained: dict, db: Path, *args: str) -> list[str]:
 
 def answers_in(stdout: str) -> list[str]:
     return [line.removeprefix(BOT_LABEL) for line in stdout.splitlines() if line.startswith(BOT_LABEL)]
-
-
-def test_scripted_prompts_from_two_chats_at_once(trained_polyglot: dict, tmp_path: Path):
-    db = tmp_path / "shared.db"
-    MemoryStore(db).add("[내일 일정: 면접]", "나 내일 면접 봐")
-    prompts = [["--prompt", "내일 면접 너무 떨려", "--prompt", "/memory", "--prompt", "안녕"],
-               ["--prompt", "오늘 뭐 먹지?", "--prompt", "너는 누구야?", "--prompt", "/memory"]]
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda p: run_script(SCRIPT, *chat_args(trained_polyglot, db, *p)), prompts))
-    for result, args in zip(results, prompts):
-        assert result.returncode == 0, result.stderr[-3000:]
-        assert "TINY RANDOMLY INITIALISED" in result.stderr and "memory is off" not in result.stderr
-        shown = answers_in(result.stdout)
-        assert len(shown) == 2  # one per message; /memory is a command
-        for text in shown:  # whatever the tiny model says: no markers, no leading tag
-            assert_clean(text)
-        assert "[내일 일정: 면접]" in result.stdout  # listed by /memory
-        assert result.stdout.startswith(USER_LABEL + args[1])
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    assert "[내일 일정: 면접]" in [m.tag for m in MemoryStore(db).memories()]
 
 
 def test_interactive_session_on_stdin(trained_polyglot: dict, tmp_path: Path):

@@ -1,6 +1,9 @@
-"""A run never deletes what it did not write: output folders, checkpoints, interrupted saves, memory files, results."""
+"""A run never deletes what it did not write: checkpoints, interrupted saves, memory files, full disks, signals.
 
-import hashlib
+The output places refused before training (the dataset's folder, a file, the root, logs inside the output) are
+cases of tests/test_faults.py, which also checks that nothing was written.
+"""
+
 import os
 import shutil
 import signal
@@ -13,69 +16,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO, run_script
+from conftest import REPO
 from llm.chat.chat import Chat
 from llm.common.outputs import SAVE_MARKER, OutputError, disk_full, recover_interrupted_save, save_folder_atomically
 from llm.fine_tuning.resume import remove_run_files, scan
 from llm.memory.store import MemoryStore, MemoryUnavailable
 
 FINE_TUNE = "llm/run_fine_tuning_polyglot.py"
-
-
-def digest(folder: Path) -> dict[str, str]:
-    """Every file under a folder and a hash of its bytes: to show that nothing changed."""
-    return {str(path.relative_to(folder)): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(folder.rglob("*")) if path.is_file()}
-
-
-def refused(result, pattern: str) -> None:
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and pattern in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
-
-
-@pytest.fixture
-def user_files(tmp_path: Path, small_dataset: Path) -> Path:
-    """A user's folder: a dataset, a note and a subfolder with 'weights'."""
-    folder = tmp_path / "mine"
-    (folder / "weights").mkdir(parents=True)
-    (folder / "data.csv").write_bytes(small_dataset.read_bytes())
-    (folder / "notes.txt").write_text("do not lose me", encoding="utf-8")
-    (folder / "weights" / "model.safetensors").write_bytes(b"\0" * 64)
-    return folder
-
-
-@pytest.mark.parametrize("where", ["dataset folder", "a file", "models folder", "root"])
-def test_output_dir_that_is_not_an_adapter_is_refused_untouched(tmp_path, user_files, where):
-    target = {"dataset folder": user_files, "a file": user_files / "notes.txt",
-              "models folder": user_files, "root": Path("/")}[where]
-    before = digest(user_files)
-    result = run_script(FINE_TUNE, "--dataset", str(user_files / "data.csv"), "--output-dir", str(target),
-                        "--model-dir", str(tmp_path / "none"), "--logs-dir", str(tmp_path / "logs"), "--epochs", "1")
-    refused(result, "--output-dir")
-    assert digest(user_files) == before
-    assert not (tmp_path / "logs").exists()  # refused before the log was opened
-
-
-def test_logs_inside_the_output_folder_are_refused(tmp_path, small_dataset):
-    output = tmp_path / "adapter"
-    result = run_script(FINE_TUNE, "--dataset", str(small_dataset), "--output-dir", str(output),
-                        "--logs-dir", str(output), "--model-dir", str(tmp_path / "none"))
-    refused(result, "--logs-dir")
-    result = run_script(FINE_TUNE, "--dataset", str(small_dataset), "--output-dir", str(output),
-                        "--logs-dir", str(tmp_path / "adapter_checkpoints" / "logs"), "--model-dir", str(tmp_path / "none"))
-    refused(result, "--logs-dir")
-
-
-def test_checkpoint_folder_with_foreign_files_is_refused_and_kept(tmp_path, small_dataset):
-    checkpoints = tmp_path / "adapter_checkpoints"
-    checkpoints.mkdir()
-    (checkpoints / "thesis.pdf").write_bytes(b"%PDF")
-    result = run_script(FINE_TUNE, "--dataset", str(small_dataset), "--output-dir", str(tmp_path / "adapter"),
-                        "--logs-dir", str(tmp_path / "logs"), "--model-dir", str(tmp_path / "none"))
-    refused(result, "did not write")
-    assert (checkpoints / "thesis.pdf").read_bytes() == b"%PDF"
 
 
 def test_spent_checkpoints_are_removed_but_nothing_else(tmp_path):
