@@ -194,14 +194,14 @@ def test_eval_sets_are_large_enough():
 
 
 def test_retrieval_quality_stays_above_the_measured_floor():
-    # NEW, measured with the committed model (fitted on all these rows, so in-sample): top-1 0.821, none
-    # precision 0.766, none recall 0.796; pairs MAE 0.199, corr 0.772. Held out (fitted on pairs 0:640,
-    # threshold on cases 0:216): top-1 0.854 on cases 216:, corr 0.759 / MAE 0.202 on pairs 640:.
+    # NEW, committed model fitted on relevance_pairs.csv + dev pairs, threshold on retrieval_eval.csv + dev cases
+    # (so in-sample here): top-1 0.744, none recall 0.786; pairs MAE 0.283, corr 0.682. Grouped 5-fold by memory
+    # tag (train_retrieval.py --cv 5): top-1 0.737, corr 0.658 on these files; top-1 0.512, corr 0.324 on dev.
     metrics = retrieval_metrics(read_cases(EVAL_CSV))
-    assert metrics["accuracy"] >= 0.80
+    assert metrics["accuracy"] >= 0.72
     assert metrics["none_recall"] >= 0.75
     pairs = pair_metrics(read_pairs(PAIRS_CSV))
-    assert pairs["mae"] <= 0.22 and pairs["corr"] >= 0.75
+    assert pairs["mae"] <= 0.30 and pairs["corr"] >= 0.65
 
 
 def test_the_old_scorer_stays_available_as_the_baseline():

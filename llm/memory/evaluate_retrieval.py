@@ -3,6 +3,8 @@
     python llm/memory/evaluate_retrieval.py                 # retrieval_eval.csv beside this file
     python llm/memory/evaluate_retrieval.py --pairs llm/memory/relevance_pairs.csv
     python llm/memory/evaluate_retrieval.py --eval cases.csv --pairs pairs.csv --rows 640:
+    python llm/memory/evaluate_retrieval.py --eval llm/memory/dev/retrieval_cases_dev.csv \
+        --pairs llm/memory/dev/relevance_pairs_dev.csv       # the dev set (the committed model was fitted on it)
 
 Cases (--eval): top-1 accuracy and precision/recall of the "none" answers; pairs (--pairs): MSE, MAE and
 correlation against the graded relevance. Both CSVs were written in three blocks: development (the first 120

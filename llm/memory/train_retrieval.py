@@ -1,17 +1,24 @@
 """Fit the memory-relevance model (retrieval_model.json) on labelled pairs; choose the threshold on cases.
 
-    python llm/memory/train_retrieval.py                                  # every row: the committed model
-    python llm/memory/train_retrieval.py --rows 0:640 --case-rows 0:216 --out /tmp/m.json  # honest check
+    python llm/memory/train_retrieval.py                 # every non-blind row: the committed model
+    python llm/memory/train_retrieval.py --cv 5          # grouped 5-fold check by memory tag (writes nothing)
+    python llm/memory/train_retrieval.py --pairs llm/memory/relevance_pairs.csv --rows 0:640 \
+        --eval llm/memory/retrieval_eval.csv --case-rows 0:216 --out /tmp/m.json     # a row-range check
 
 The features (retrieval.FEATURES, computed from Kiwi's analysis) of each pair of relevance_pairs.csv go into a
 multinomial logistic regression over the grades 0, 0.5 and 1 (L2-regularised, plain numpy); its expected grade
-is the score. The threshold is the one with the best top-1 accuracy on retrieval_eval.csv's cases. With
---rows / --case-rows it fits on those rows only and reports the rows left out, which it never saw.
+is the score. By default it fits on relevance_pairs.csv and dev/relevance_pairs_dev.csv and picks the threshold
+with the best top-1 accuracy on retrieval_eval.csv and dev/retrieval_cases_dev.csv (never on blind/). With
+--rows / --case-rows (counted over the files in the order given) it fits on those rows only and reports the rows
+left out. With --cv K it splits BY MEMORY TAG into K folds (no tag on both sides, as a blind set's memories are
+new), scores each fold with a model fitted on the others, picks each fold's threshold on the other folds' cases,
+and reports the held-out figures per file.
 """
 
 import json
 import math
 import sys
+import zlib
 from datetime import date
 from pathlib import Path
 
@@ -26,6 +33,8 @@ from llm.memory.evaluate_retrieval import EVAL_CSV, _row_slice, read_cases, read
 from llm.memory.retrieval import FEATURES, MODEL_JSON, features, memory_key_value, predict
 
 PAIRS_CSV = Path(__file__).with_name("relevance_pairs.csv")
+DEV_PAIRS_CSV = Path(__file__).parent / "dev" / "relevance_pairs_dev.csv"
+DEV_CASES_CSV = Path(__file__).parent / "dev" / "retrieval_cases_dev.csv"
 GRADES = (0.0, 0.5, 1.0)
 C = 0.3  # inverse L2 strength, as scikit-learn's LogisticRegression counts it
 THRESHOLDS = np.round(np.arange(0.20, 0.901, 0.01), 2)
@@ -107,30 +116,108 @@ def _span(span: slice, total: int) -> str:
     return f"{start}:{stop}"
 
 
+def _files_span(paths: list[Path], sizes: list[int], span: slice) -> str:
+    """"a.csv rows 0:10 + b.csv rows 0:5": the rows of each file that a slice of their concatenation selects."""
+    start, stop, _ = span.indices(sum(sizes))
+    parts, offset = [], 0
+    for path, size in zip(paths, sizes):
+        low, high = min(max(start - offset, 0), size), min(max(stop - offset, 0), size)
+        if high > low or len(paths) == 1:
+            parts.append(f"{path.name} rows {low}:{high}")
+        offset += size
+    return " + ".join(parts)
+
+
+def fold_of(tag: str, k: int) -> int:
+    """The fold of a memory tag: every row of one memory lands in the same fold."""
+    return zlib.crc32(tag.encode("utf-8")) % k
+
+
+def case_fold(case, k: int) -> int:
+    """A case goes with its relevant memory; a none case by its prompt."""
+    prompt, _, relevant = case
+    return fold_of(relevant, k) if relevant is not None else zlib.crc32(prompt.encode("utf-8")) % k
+
+
+def none_report(cases, picks, threshold_of) -> str:
+    """Top-1 accuracy and the "none" answers' precision/recall; threshold_of(i) is case i's threshold."""
+    predicted = [tag if score >= threshold_of(i) else None for i, (tag, score) in enumerate(picks)]
+    gold = [relevant for _, _, relevant in cases]
+    said, really = sum(p is None for p in predicted), sum(g is None for g in gold)
+    both = sum(p is None and g is None for p, g in zip(predicted, gold))
+    top1 = np.mean([p == g for p, g in zip(predicted, gold)])
+    precision = f"{both / said:.3f}" if said else "nan"
+    recall = f"{both / really:.3f}" if really else "nan"
+    return f"top-1 {top1:.3f}  none precision {precision} ({both}/{said})  none recall {recall} ({both}/{really})"
+
+
+def cross_validate(pair_files, pairs, x, grades, case_files, cases, k: int, c: float) -> None:
+    """Grouped k-fold by memory tag: held-out pair figures and case figures per file."""
+    folds = np.array([fold_of(tag, k) for tag, _, _ in pairs])
+    scores = np.zeros(len(pairs))
+    picks: list = [None] * len(cases)
+    for fold in range(k):
+        model = fit(x[folds != fold], grades[folds != fold], c)
+        scores[folds == fold] = predict(x[folds == fold], model)
+        held = [i for i, case in enumerate(cases) if case_fold(case, k) == fold]
+        for i, pick in zip(held, best_picks([cases[i] for i in held], model)):
+            picks[i] = pick
+    case_folds = [case_fold(case, k) for case in cases]
+    thresholds = [choose_threshold([cs for cs, f in zip(cases, case_folds) if f != fold],
+                                   [p for p, f in zip(picks, case_folds) if f != fold]) for fold in range(k)]
+    print(f"grouped {k}-fold by memory tag; thresholds per fold {' '.join(f'{t:.2f}' for t in thresholds)}")
+    for name, rows in pair_files:
+        print(f"pairs held out, {name} ({len(rows)}): {pair_report(scores[rows], grades[rows])}")
+    for name, rows in case_files:
+        print(f"cases held out, {name} ({len(rows)}): "
+              f"{none_report([cases[i] for i in rows], [picks[i] for i in rows], lambda j: thresholds[case_folds[rows[j]]])}")
+
+
+def _read_all(paths: list[Path], read) -> tuple[list, list[tuple[str, list[int]]]]:
+    rows, files = [], []
+    for path in paths:
+        found = read(path)
+        files.append((path.name, list(range(len(rows), len(rows) + len(found)))))
+        rows += found
+    return rows, files
+
+
 def main() -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=Path, default=PAIRS_CSV, metavar="FILE", help="default: %(default)s")
+    parser.add_argument("--pairs", type=Path, nargs="+", default=[PAIRS_CSV, DEV_PAIRS_CSV], metavar="FILE",
+                        help="labelled pairs (default: %(default)s)")
     parser.add_argument("--rows", type=_row_slice, default=slice(None), metavar="START:END",
                         help="fit on these pair rows only and report the others (default: all)")
-    parser.add_argument("--eval", type=Path, default=EVAL_CSV, metavar="FILE", help="default: %(default)s")
+    parser.add_argument("--eval", type=Path, nargs="+", default=[EVAL_CSV, DEV_CASES_CSV], metavar="FILE",
+                        help="retrieval cases for the threshold (default: %(default)s)")
     parser.add_argument("--case-rows", type=_row_slice, default=slice(None), metavar="START:END",
                         help="choose the threshold on these cases only and report the others (default: all)")
     parser.add_argument("--c", type=float, default=C, help="inverse L2 strength (default: %(default)s)")
+    parser.add_argument("--cv", type=int, default=0, metavar="K",
+                        help="only report a grouped K-fold check by memory tag; write nothing")
     parser.add_argument("--out", type=Path, default=MODEL_JSON, metavar="FILE", help="default: %(default)s")
     args = parser.parse_args()
-    pairs, cases = read_pairs(args.pairs), read_cases(args.eval)
+    pairs, pair_files = _read_all(args.pairs, read_pairs)
+    cases, case_files = _read_all(args.eval, read_cases)
     fit_pairs = set(range(len(pairs))[args.rows])
     fit_cases = set(range(len(cases))[args.case_rows])
     if not fit_pairs or not fit_cases:
         raise UserError("--rows and --case-rows must each select at least one row")
+    if args.cv == 1 or args.cv < 0:
+        raise UserError("--cv needs at least 2 folds")
 
     x, grades = pair_rows(pairs)
     print(f"Kiwi and its vectors loaded in {morphemes.load_seconds:.1f} s; {len(pairs)} pairs, {len(cases)} cases")
+    if args.cv:
+        cross_validate(pair_files, pairs, x, grades, case_files, cases, args.cv, args.c)
+        return 0
     inside = np.array([i in fit_pairs for i in range(len(pairs))])
     model = fit(x[inside], grades[inside], args.c)
     scores = predict(x, model)
-    print(f"pairs fitted on ({inside.sum()}, rows {_span(args.rows, len(pairs))}): "
-          f"{pair_report(scores[inside], grades[inside])}")
+    pair_sizes, case_sizes = [len(r) for _, r in pair_files], [len(r) for _, r in case_files]
+    pairs_span = _files_span(args.pairs, pair_sizes, args.rows)
+    cases_span = _files_span(args.eval, case_sizes, args.case_rows)
+    print(f"pairs fitted on ({inside.sum()}, {pairs_span}): {pair_report(scores[inside], grades[inside])}")
     if (~inside).any():
         print(f"pairs held out ({(~inside).sum()}): {pair_report(scores[~inside], grades[~inside])}")
 
@@ -140,12 +227,11 @@ def main() -> int:
     model["threshold"] = choose_threshold([cases[i] for i in tuning], [picks[i] for i in tuning])
     tuned_accuracy = accuracy([cases[i] for i in tuning], [picks[i] for i in tuning], model["threshold"])
     print(f"threshold {model['threshold']:.2f}: top-1 accuracy {tuned_accuracy:.3f} on the {len(tuning)} cases "
-          f"it was chosen on (rows {_span(args.case_rows, len(cases))})")
+          f"it was chosen on ({cases_span})")
     if held:
         held_accuracy = accuracy([cases[i] for i in held], [picks[i] for i in held], model["threshold"])
         print(f"cases held out ({len(held)}): top-1 accuracy {held_accuracy:.3f}")
-    model["fitted_on"] = (f"{args.pairs.name} rows {_span(args.rows, len(pairs))}, threshold on "
-                          f"{args.eval.name} rows {_span(args.case_rows, len(cases))}")
+    model["fitted_on"] = f"{pairs_span}, threshold on {cases_span}"
     model["kiwipiepy"] = _kiwi_version()
     model["trained"] = date.today().isoformat()
     model["c"] = args.c
