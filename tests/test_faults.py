@@ -19,11 +19,14 @@ import pytest
 from transformers import AutoTokenizer
 
 from conftest import BAD_DATASETS, REPO, break_folder, dataset_rows, run_script, write_csv
+from test_export import export_args
+from test_web_chat import web_args
 
 FINE_TUNE = "llm/run_fine_tuning_polyglot.py"
 FINE_TUNE_GEMMA = "llm/run_fine_tuning.py"
 CHAT = "llm/run_chat.py"
 BENCHMARK = "llm/fine_tuning/benchmark_inference.py"
+TRAINING_BENCHMARK = "llm/fine_tuning/benchmark_training.py"
 RETRIEVAL = "llm/memory/evaluate_retrieval.py"
 RETRIEVAL_TRAIN = "llm/memory/train_retrieval.py"
 RETRIEVAL_BENCHMARK = "llm/memory/benchmark_retrieval.py"
@@ -31,6 +34,8 @@ SELECTION = "llm/model_selection/run_model_selection.py"
 WITHOUT_UNSLOTH = "llm/unsloth_test/test_without_unsloth.py"
 WITH_UNSLOTH = "llm/unsloth_test/test_with_unsloth.py"
 COMPARE = "llm/unsloth_test/compare.py"
+WEB_CHAT = "llm/run_chat_web.py"
+EXPORT = "llm/export_model.py"
 
 
 @dataclass(frozen=True)
@@ -118,9 +123,9 @@ CASES = [
     Case("option: --lora-rank 0", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--lora-rank", "0"),
          r"argument --lora-rank: must be > 0, got 0"),
     Case("option: --temperature 0", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--temperature", "0"),
-         r"argument --temperature: must be > 0, got 0"),
+         r"argument --temperature: must be >= 0.01, got 0"),
     Case("option: --temperature -1", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--temperature", "-1"),
-         r"argument --temperature: must be > 0, got -1"),
+         r"argument --temperature: must be >= 0.01, got -1"),
     Case("option: --learning-rate inf", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--learning-rate", "inf"),
          r"argument --learning-rate: must be a finite number, got inf"),
     Case("option: --temperature 1e-300", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--temperature", "1e-300"),
@@ -175,7 +180,7 @@ CASES = [
     Case("option: unknown model name", CHAT, lambda w: chat_args(w, "--model", "llama"),
          r"argument --model: invalid choice: 'llama' \(choose from 'gemma', 'polyglot'\)"),
     Case("option: --temperature 0", CHAT, lambda w: chat_args(w, "--temperature", "0"),
-         r"argument --temperature: must be > 0, got 0"),
+         r"argument --temperature: must be >= 0.01, got 0"),
     Case("option: --max-trials 0", CHAT, lambda w: chat_args(w, "--max-trials", "0"),
          r"argument --max-trials: must be > 0, got 0"),
     Case("option: --temperature 1e-300", CHAT, lambda w: chat_args(w, "--temperature", "1e-300"),
@@ -187,6 +192,18 @@ CASES = [
     Case("option: unknown model name", BENCHMARK, lambda w: ["--model", "gpt2"], r"invalid choice: 'gpt2'"),
     Case("adapter: absent", BENCHMARK, lambda w: ["--dataset", str(w.small_dataset), "--adapter-dir",
                                                   str(w.inputs / "no_adapter")], r"no fine-tuned adapter in"),
+
+    Case("option: --epochs 0", TRAINING_BENCHMARK, lambda w: ["--epochs", "0"], r"argument --epochs: must be > 0"),
+    Case("option: unknown model name", TRAINING_BENCHMARK, lambda w: ["--shape", "llama-3-8b"],
+         r"argument --shape: invalid choice: 'llama-3-8b'"),
+    Case("option: --compare with a speed option", TRAINING_BENCHMARK, lambda w: ["--compare", "--padding-free"],
+         r"--compare runs each speed option itself: leave out the speed options"),
+    Case("dataset: not UTF-8", TRAINING_BENCHMARK,
+         lambda w: ["--shape", "tiny", "--dataset", str(w.dataset("not UTF-8")), "--output", str(w.work / "bench.csv")],
+         BAD_DATASETS["not UTF-8"][1]),
+    Case("results file: other columns", TRAINING_BENCHMARK,
+         lambda w: ["--shape", "tiny", "--dataset", str(w.small_dataset), "--output", str(w.small_dataset)],
+         r"--output .*small\.csv: not a results file of this benchmark \(other columns\); give a new file name"),
 
     Case("eval file: missing", RETRIEVAL, lambda w: ["--eval", str(w.inputs / "no_eval.csv")], r"no_eval\.csv: cannot read"),
     Case("option: --rows not START:END", RETRIEVAL, lambda w: ["--rows", "7"], r"argument --rows: expected START:END, got '7'"),
@@ -218,6 +235,39 @@ CASES = [
          BAD_DATASETS["missing file"][1]),
 
     Case("results file: missing", COMPARE, lambda w: ["--results", str(w.inputs / "no_results.csv")], r"no results file"),
+
+    Case("merged folder: absent", CHAT, lambda w: ["--merged", str(w.inputs / "no_merged"), "--memory-db",
+                                                   str(w.work / "memory.db"), "--prompt", "안녕"],
+         r"no merged model in .*no_merged: make one with `python llm/export_model.py --output-dir .*no_merged`"),
+    Case("adapter: absent", WEB_CHAT, lambda w: web_args(w, adapter=w.inputs / "no_adapter"),
+         r"no fine-tuned adapter in .*no_adapter: make one with `python llm/run_fine_tuning_polyglot.py"),
+    Case("adapter: corrupt", WEB_CHAT, lambda w: web_args(w, adapter=w.folder("corrupt adapter")),
+         r"adapter_model\.safetensors: corrupt safetensors file"),
+    Case("option: --temperature 1e-300", WEB_CHAT, lambda w: web_args(w, "--temperature", "1e-300"),
+         r"argument --temperature: must be >= 0.01"),
+    Case("option: --port 70000", WEB_CHAT, lambda w: web_args(w, "--port", "70000"),
+         r"argument --port: must be <= 65535, got 70000"),
+    Case("option: --merged with --adapter-dir", WEB_CHAT, lambda w: web_args(w, "--merged", str(w.inputs / "no_merged")),
+         r"argument --merged: not with --model-dir or --adapter-dir"),
+    Case("merged folder: absent", WEB_CHAT,
+         lambda w: ["--merged", str(w.inputs / "no_merged"), *web_args(w)[4:]], r"no merged model in .*no_merged"),
+    Case("adapter: absent", EXPORT, lambda w: export_args(w, adapter=w.inputs / "no_adapter"),
+         r"no fine-tuned adapter in .*no_adapter: make one with `python llm/run_fine_tuning_polyglot.py"),
+    Case("adapter: corrupt", EXPORT, lambda w: export_args(w, adapter=w.folder("corrupt adapter")),
+         r"adapter_model\.safetensors: corrupt safetensors file"),
+    Case("adapter: from the other base model", EXPORT, lambda w: export_args(w, adapter=w.gemma_adapter),
+         r"trained on a gemma2 model .*not Polyglot-Ko 1\.3B \(gpt_neox\); use --model gemma"),
+    Case("model folder: only pickled .bin weights", EXPORT,
+         lambda w: export_args(w, model_dir=w.folder("only pickled weights")), r"add --trust-pickled-weights"),
+    Case("option: unknown model name", EXPORT, lambda w: export_args(w, "--model", "llama"),
+         r"argument --model: invalid choice: 'llama'"),
+    Case("output: --output-dir is the dataset's folder", EXPORT, lambda w: export_args(w, output=w.inputs / "datasets"),
+         r"--output-dir .*datasets: holds files this project did not save there"),
+    Case("output: --output-dir is a file", EXPORT, lambda w: export_args(w, output=w.dataset("NaN cell")),
+         r"exists and is a file"),
+    Case("output: --output-dir is the adapter folder", EXPORT,
+         lambda w: export_args(w, adapter=w.work / "adapter", output=w.work / "adapter"),
+         r"--output-dir .*adapter: is the adapter folder \(.*adapter\), which the export reads; choose another folder"),
 ]
 # One case per script as a real process, for the scripts no other test runs that way with bad input.
 AS_PROCESS = {case.script: case for case in CASES if case.script in (FINE_TUNE_GEMMA, CHAT, RETRIEVAL, WITHOUT_UNSLOTH)}

@@ -16,7 +16,22 @@ WITH = "llm/unsloth_test/test_with_unsloth.py"
 COMPARE = "llm/unsloth_test/compare.py"
 SMALL_COUNTS = ("--prompts", "3", "--train-pairs", "4", "--epochs", "1")
 FIGURES = ("inference_s", "inference_peak_mb", "finetune_s", "finetune_peak_mb")
-UNSLOTH_CAN_RUN = importlib.util.find_spec("unsloth") is not None and torch.cuda.is_available()
+
+
+def _unsloth_cannot_run() -> str | None:
+    """Why Unsloth cannot run here (llm.unsloth_test.unsloth_unavailable's checks, without importing it: an
+    import would patch transformers for the rest of the session), or None."""
+    if importlib.util.find_spec("unsloth") is None:
+        return "unsloth is not installed (requirements-unsloth.txt, or scripts/unsloth_gpu_check.sh on a GPU)"
+    if not torch.cuda.is_available():
+        return "no CUDA GPU (Unsloth's fast path runs on NVIDIA GPUs only)"
+    if torch.cuda.get_device_capability(0) < (7, 0):
+        return "the GPU is older than compute capability 7.0"
+    return None
+
+
+UNSLOTH_WHY_NOT = _unsloth_cannot_run()
+UNSLOTH_CAN_RUN = UNSLOTH_WHY_NOT is None
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -57,6 +72,28 @@ def test_without_unsloth_writes_a_complete_row_and_a_log(runs: dict) -> None:
     assert f"inference: {float(row['inference_s']):.2f} s" in log
     assert f"fine-tuning: {float(row['finetune_s']):.2f} s" in log
     assert "fine-tuning: 1 steps" in log  # 4 pairs in batches of 4, 1 epoch
+
+
+@pytest.mark.skipif(not UNSLOTH_CAN_RUN, reason=f"Unsloth cannot run here: {UNSLOTH_WHY_NOT}")
+def test_with_unsloth_writes_a_complete_row_that_compare_pairs_with_without(runs: dict) -> None:
+    result = runs["with"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    without, with_row = read_rows(runs["results"])
+    assert with_row["status"] == "ok", with_row["status"]
+    assert (with_row["unsloth"], with_row["model"]) == ("with", "Gemma-2 2B tiny stand-in")
+    assert (with_row["prompts"], with_row["train_pairs"], with_row["epochs"]) == ("3", "4", "1")
+    assert all(float(with_row[name]) > 0 for name in FIGURES)
+    assert with_row["device"] == without["device"] and with_row["device"].startswith("cuda: ")
+    assert with_row["peak_memory_kind"] == "cuda max_memory_allocated"
+    logs = list(runs["logs"].glob("* (with_unsloth tiny).txt"))
+    assert len(logs) == 1
+    log = logs[0].read_text(encoding="utf-8")
+    assert "[3/3] prompt:" in log and "fine-tuning: 1 steps" in log
+    assert f"fine-tuning: {float(with_row['finetune_s']):.2f} s" in log
+    table = run_script(COMPARE, "--results", str(runs["results"]))
+    assert table.returncode == 0, table.stderr
+    assert "| inference time (3 prompts) |" in table.stdout
+    assert "| fine-tuning time (4 pairs x 1 epochs) |" in table.stdout
 
 
 @pytest.mark.skipif(UNSLOTH_CAN_RUN, reason="Unsloth is installed on a GPU here: the unavailable path does not apply")

@@ -53,7 +53,8 @@ class LoadedModel:
 def pick_device() -> tuple[str, torch.dtype]:
     """The GPU if there is one (bf16 where it supports it, else fp32), otherwise the CPU in fp32."""
     if torch.cuda.is_available():
-        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        # Emulated bf16 (T4, V100) is slower than fp32: only where the GPU has it natively.
+        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float32
     return "cpu", torch.float32
 
 

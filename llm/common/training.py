@@ -1,5 +1,6 @@
 """LoRA supervised fine-tuning with TRL: the recipe as LoraConfig and SFTConfig, and the one SFTTrainer builder."""
 
+import dataclasses
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,10 @@ from llm.common.specs import ModelSpec, Recipe
 # transformers' deprecation notice raised inside peft and TRL on every run: not the user's business.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 datasets.disable_progress_bars()  # TRL's tokenizing of a few hundred rows takes milliseconds: no bars for it
+# transformers 5.18+ names it activation_checkpointing; before (transformers 5.17 with trl 1.15, as on the GPU
+# machine and in requirements-unsloth.txt) only gradient_checkpointing, which TRL turns on by default too.
+_CHECKPOINTING = "activation_checkpointing" if "activation_checkpointing" in {
+    field.name for field in dataclasses.fields(SFTConfig)} else "gradient_checkpointing"
 
 
 def lora_config(spec: ModelSpec, recipe: Recipe) -> LoraConfig:
@@ -51,8 +56,8 @@ def sft_config(recipe: Recipe, output_dir: Path, device: str, dtype: torch.dtype
         max_length=None,  # never truncate: rows longer than the model's context are refused beforehand
         report_to="none",
         dataloader_num_workers=0,
-        activation_checkpointing=False,  # TRL turns it on by default; LoRA at these sizes does not need it
     )
+    settings[_CHECKPOINTING] = False  # TRL turns it on by default; LoRA at these sizes does not need it
     return SFTConfig(**(settings | overrides))
 
 

@@ -8,6 +8,7 @@ import difflib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +16,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from transformers.trainer_callback import ProgressCallback
 
 from llm.common.data import Example
-from llm.common.inference import STOP_MARKER, Answer, format_answers, generate_answers
+from llm.common.inference import DEFAULT_BATCH_SIZE, STOP_MARKER, Answer, format_answers, generate_answers
 from llm.common.logs import RunLog, epoch_losses
 from llm.common.markers import split_memory_tag
 from llm.common.specs import Recipe
@@ -30,6 +31,7 @@ class EpochSummary:
     at_marker: int  # answers that ended at the end marker
     prompts: int
     seconds: float
+    test_seconds: float = 0.0  # of `seconds`, the valid-prompt test's (read by the training benchmark)
 
 
 def empty_count(answers: list[Answer]) -> int:
@@ -78,9 +80,13 @@ class QuietProgress(ProgressCallback):
 class EpochReport(TrainerCallback):
     """After every epoch: answer the valid prompts (sampling) into the log, then one summary line."""
 
-    def __init__(self, valid_inputs: list[str], recipe: Recipe, log: RunLog, has_eval: bool) -> None:
+    def __init__(self, valid_inputs: list[str], recipe: Recipe, log: RunLog, has_eval: bool,
+                 batch_size: int = DEFAULT_BATCH_SIZE,
+                 on_summary: Callable[[EpochSummary], None] | None = None) -> None:
         self.valid_inputs = valid_inputs
         self.recipe = recipe
+        self.batch_size = batch_size  # prompts per generate() call of the test
+        self.on_summary = on_summary  # called with each epoch's row once it is complete (the training benchmark)
         self.log = log
         self.has_eval = has_eval
         self.rows: list[EpochSummary] = []
@@ -95,15 +101,18 @@ class EpochReport(TrainerCallback):
             return
         epoch = round(state.epoch)
         torch.manual_seed(self.recipe.seed + epoch)
-        answers = generate_answers(
+        test_started = time.perf_counter()
+        answers = generate_answers(  # ends on the host (token ids as lists): the time needs no GPU synchronising
             model, processing_class, self.valid_inputs, temperature=self.recipe.temperature,
-            max_trials=self.recipe.max_trials, progress=f"epoch {epoch} test",
+            max_trials=self.recipe.max_trials, batch_size=self.batch_size, progress=f"epoch {epoch} test",
         )
+        test_seconds = time.perf_counter() - test_started
         self.log.detail(format_answers(
             f"inference test after epoch {epoch}/{round(args.num_train_epochs)} "
             f"({len(answers)} valid prompts, temperature {self.recipe.temperature})", answers))
         self._pending = EpochSummary(epoch, None, None, empty_count(answers),
-                                     sum(answer.stop == STOP_MARKER for answer in answers), len(answers), 0.0)
+                                     sum(answer.stop == STOP_MARKER for answer in answers), len(answers), 0.0,
+                                     test_seconds)
         if not self.has_eval:
             self._summarise(args, state)
 
@@ -119,6 +128,8 @@ class EpochReport(TrainerCallback):
         row.seconds = time.perf_counter() - self._started
         self.rows.append(row)
         print(summary_line(row, round(args.num_train_epochs)))
+        if self.on_summary is not None:
+            self.on_summary(row)
 
 
 def match_report(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, examples: list[Example]) -> str:

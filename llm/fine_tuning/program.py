@@ -12,19 +12,20 @@ import io
 import math
 import sys
 import time
+from collections.abc import Callable, Sequence
 from importlib.util import find_spec
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
-from transformers import set_seed
+from transformers import TrainerCallback, set_seed
 from transformers.trainer_callback import ProgressCallback
 from trl import SFTTrainer
 
 from llm.common.adapters import load_fine_tuned
 from llm.common.cli import UserError
 from llm.common.data import Splits, check_fits_context, load_splits
-from llm.common.inference import STOP_MARKER, format_answers, generate_answers
+from llm.common.inference import DEFAULT_BATCH_SIZE, STOP_MARKER, format_answers, generate_answers
 from llm.common.logs import RunLog, library_versions, log_file_path, plot_losses, epoch_losses
 from llm.common.models import (
     LoadedModel, base_folder, check_model_folder, folder_is_empty, load_local, load_tokenizer, pick_device,
@@ -34,7 +35,9 @@ from llm.common.outputs import check_replaceable, check_writable_folder, disk_fu
 from llm.common.specs import DEFAULT_DATASET, TINY_RECIPE, ModelSpec, Recipe, recipe_options
 from llm.common.training import build_trainer, lora_config, save_adapter_atomically
 from llm.fine_tuning import resume
-from llm.fine_tuning.epochs import EpochReport, QuietProgress, best_epoch, empty_count, epoch_table, match_report
+from llm.fine_tuning.epochs import (
+    EpochReport, EpochSummary, QuietProgress, best_epoch, empty_count, epoch_table, match_report,
+)
 
 MATCH_PROBE_SIZE = 40  # train prompts answered greedily before and after training
 FINAL_TEST_ROUNDS = 2
@@ -145,19 +148,28 @@ def _probe(splits: Splits):
     return splits.train[:: max(1, len(splits.train) // MATCH_PROBE_SIZE)][:MATCH_PROBE_SIZE]
 
 
-def train(run: Run, log: RunLog) -> tuple[SFTTrainer, EpochReport]:
-    """LoRA SFT of the loaded model; returns the trainer (best or last epoch loaded, per --keep) and the report."""
+def train(run: Run, log: RunLog, callbacks: Sequence[TrainerCallback] = (),
+          test_batch_size: int = DEFAULT_BATCH_SIZE, on_epoch_summary: Callable[[EpochSummary], None] | None = None,
+          **trainer_overrides) -> tuple[SFTTrainer, EpochReport]:
+    """LoRA SFT of the loaded model; returns the trainer (best or last epoch loaded, per --keep) and the report.
+
+    For the training benchmark (the fine-tuning scripts leave them as they are): `callbacks` run before the
+    run's own at every event, `test_batch_size` is the per-epoch test's generation batch, `on_epoch_summary`
+    gets each epoch's summary row once it is complete, and `trainer_overrides` go to the SFTConfig over the
+    recipe's (e.g. save_strategy="no", padding_free=True).
+    """
     set_seed(run.recipe.seed)
     is_main = run.state.is_main_process
     report = EpochReport([example.input_data for example in run.splits.valid], run.recipe, log,
-                         has_eval=bool(run.splits.valid_with_answers))
+                         has_eval=bool(run.splits.valid_with_answers), batch_size=test_batch_size,
+                         on_summary=on_epoch_summary)
     keep_best = dict(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False) \
         if run.args.keep == "best" else {}
     trainer = build_trainer(
         run.loaded.model, run.loaded.tokenizer, run.recipe, lora_config(run.spec, run.recipe), run.splits.train,
         run.splits.valid_with_answers, run.checkpoints.folder, run.device, run.dtype,
-        callbacks=[report, resume.CheckpointLog(run.checkpoints.folder, log)], report_to=run.args.report_to,
-        **keep_best)
+        callbacks=[*callbacks, report, resume.CheckpointLog(run.checkpoints.folder, log)],
+        **(dict(report_to=run.args.report_to) | keep_best | trainer_overrides))
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(QuietProgress(log))
     if is_main:

@@ -2,7 +2,9 @@
 
 Imported only once llm.unsloth_test.unsloth_unavailable() has imported unsloth (it must patch transformers,
 peft and trl before they load). The calls follow Unsloth's documented API (FastLanguageModel.from_pretrained,
-get_peft_model, for_inference, for_training) of the version pinned in requirements-unsloth.txt.
+get_peft_model, for_inference, for_training) of the version pinned in requirements-unsloth.txt; their argument
+names were checked against unsloth 2026.10.9's source, and a whole run went through with its CPU fallback and
+the GPU machine's library versions (transformers 5.17, trl 1.15): docs/gpu.md. Its GPU path is not run yet.
 """
 
 from pathlib import Path

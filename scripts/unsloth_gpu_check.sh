@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The Unsloth measurement with and without, run ON the lent GPU machine (the device tool runs it in the
+# repository root): Gemma-2 2B at full size with random weights (--shape gemma-2-2b), bf16, 25 valid prompts
+# answered, 20 train pairs x 3 epochs of LoRA fine-tuning, each script once; then llm/unsloth_test/compare.py,
+# and tests/test_unsloth_test.py, whose with-Unsloth test runs where Unsloth can.
+#
+# The wheels (scripts/fetch_gpu_wheels.sh, here) are over one call's 64 MiB together, so two calls, the second
+# within 30 s of the first (the machine keeps /tmp while it stays warm):
+#   call 1: carry [".whl", ".whl-unsloth"]   bash scripts/unsloth_gpu_check.sh     installs; stops: no bitsandbytes yet
+#   call 2: carry [".whl-bnb"]               bash scripts/unsloth_gpu_check.sh     installs bitsandbytes; measures
+# (Unsloth runs 16-bit LoRA without bitsandbytes, but then runs ldconfig as root, so it waits for it;
+# NO_BITSANDBYTES=1 measures without.)
+#   bash scripts/unsloth_gpu_check.sh --cpu-dry-run    the same logic here: the tiny stand-in, few prompts
+# Results in $OUT (at most 8 files): env.txt, run.txt, results.csv, compare.md, without.log, with.log, pytest.txt.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+dry_run=0
+case ${1:-} in
+--cpu-dry-run) dry_run=1 ;;
+"") ;;
+*) echo "usage: bash scripts/unsloth_gpu_check.sh [--cpu-dry-run]" >&2; exit 2 ;;
+esac
+
+if [ $dry_run = 1 ]; then
+    PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+    SITE=${SITE:-/tmp/unsloth_check_dry_run/site}
+    CARRIED=${CARRIED:-/tmp/unsloth_check_dry_run/carried}
+    if [ -z "${OUT:-}" ]; then OUT=$(mktemp -d /tmp/unsloth_check_out.XXXXXX); fi
+    WORK=/tmp/unsloth_check_dry_run/work
+    MODEL=(--model-dir "$WORK/no_weights")  # empty: the tiny Gemma-2 stand-in
+    COUNTS=(--prompts 3 --train-pairs 4 --epochs 1)
+    install_tags=(--python-version 3.12 --implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64
+                  --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+else
+    PYTHON=${PYTHON:-python3}
+    SITE=${SITE:-/tmp/site}
+    CARRIED=${CARRIED:-/tmp/carried}
+    if [ -z "${OUT:-}" ]; then echo "error: OUT is unset: run this through the device tool" >&2; exit 2; fi
+    WORK=/tmp/unsloth_check
+    MODEL=(--shape gemma-2-2b)
+    COUNTS=(--prompts 25 --train-pairs 20 --epochs 3)  # the original experiment's
+    install_tags=()
+fi
+SCRIPT_TIMEOUT=${SCRIPT_TIMEOUT:-270}  # each of the two scripts; the whole command stays under 10 minutes
+mkdir -p "$OUT" "$WORK"
+# shellcheck source=scripts/carried_wheels.sh
+. scripts/carried_wheels.sh
+install_carried || exit 1
+if [ $dry_run = 1 ]; then
+    export PYTHONPATH=$PWD  # here the project's own environment runs it; $SITE was only installed into
+else
+    export PYTHONPATH=$SITE:$PWD
+fi
+{ date; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true; versions; } > "$OUT/env.txt" 2>&1
+cat "$OUT/env.txt"
+
+if [ $dry_run = 0 ] && [ "${NO_BITSANDBYTES:-0}" != 1 ] && ! "$PYTHON" -c "import bitsandbytes" 2>/dev/null; then
+    echo "bitsandbytes is not here yet: carry .whl-bnb in the next call (within 30 s) and run this again"
+    exit 0
+fi
+
+results=$WORK/results.csv
+logs=$WORK/logs
+rm -rf "$results" "$logs"
+common=("${MODEL[@]}" "${COUNTS[@]}" --results "$results" --logs-dir "$logs" --machine "lent GPU machine")
+status=0
+{
+    echo "=== without Unsloth"
+    timeout "$SCRIPT_TIMEOUT" "$PYTHON" llm/unsloth_test/test_without_unsloth.py "${common[@]}" 2>&1 | clean
+    echo "exit code ${PIPESTATUS[0]}"
+    echo "=== with Unsloth"
+    timeout "$SCRIPT_TIMEOUT" "$PYTHON" llm/unsloth_test/test_with_unsloth.py "${common[@]}" 2>&1 | clean
+    echo "exit code ${PIPESTATUS[0]} (3: Unsloth cannot run here; the row says why)"
+} > "$OUT/run.txt"
+grep -E "^(===|exit code|row appended|inference:|fine-tuning:|unavailable|failed)" "$OUT/run.txt"
+[ -f "$results" ] && cp "$results" "$OUT/results.csv"
+for side in without with; do  # the logs' names have spaces and brackets, which do not come back from $OUT
+    log=$(ls -t "$logs"/*"(${side}_unsloth "*").txt" 2>/dev/null | head -1)
+    [ -n "$log" ] && cp "$log" "$OUT/$side.log"
+done
+"$PYTHON" llm/unsloth_test/compare.py --results "$results" > "$OUT/compare.md" 2>&1 || status=1
+cat "$OUT/compare.md"
+timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider -rs tests/test_unsloth_test.py 2>&1 | clean > "$OUT/pytest.txt" \
+    || status=1
+tail -n 5 "$OUT/pytest.txt"
+echo "results in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+exit $status
