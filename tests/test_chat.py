@@ -3,10 +3,8 @@
 import json
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
-import textwrap
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -246,45 +244,6 @@ def test_scripted_prompts_answer_in_order_and_run_commands(memory: MemoryStore):
     run_prompts(chat, ["나 사진 찍는 거 좋아해", "/memory", "/quit", "안 읽힘"])
     assert said[:3] == [USER_LABEL + "나 사진 찍는 거 좋아해", BOT_LABEL + "멋지다!", USER_LABEL + "/memory"]
     assert said[4].strip().startswith("[취미: 사진]") and said[-1] == USER_LABEL + "/quit"
-
-
-CONCURRENT_CHAT = textwrap.dedent("""
-    import sys
-    from llm.chat.chat import Chat, open_memory
-
-    class Said:  # stands in for the model's Answer
-        def __init__(self, text):
-            self.text = text
-
-    name, db, turns = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    count = iter(range(turns))
-    # Shared keys are replaced by both processes; own keys are only ever inserted by this one.
-    def model(model_input):
-        i = next(count)
-        key = f"공통 {i % 3}" if i % 2 else f"{name} {i % 10}"
-        return Said(f"[{key}: {name}{i}] 응!")
-    chat = Chat(model, open_memory(db, print)[0], say=lambda text: None)
-    for i in range(turns):
-        chat.turn(f"{name}의 메시지 {i}")
-    assert chat.memory is not None, "memory was turned off"
-""")
-
-
-def test_two_chats_at_once_keep_the_database_consistent(tmp_path: Path):
-    db, turns = tmp_path / "shared.db", 60
-    processes = [subprocess.Popen([sys.executable, "-c", CONCURRENT_CHAT, name, str(db), str(turns)], cwd=REPO,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("가", "나")]
-    for process in processes:
-        out, err = process.communicate(timeout=120)
-        assert process.returncode == 0 and not out, out + err
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    memories = MemoryStore(db).memories()
-    keys = [m.tag[1:].split(":")[0] for m in memories]
-    assert sorted(keys) == sorted({f"공통 {i}" for i in range(3)} | {f"{n} {i}" for n in "가나" for i in range(0, 10, 2)})
-    for m in memories:  # every row is one whole write: the tag and the message of the same turn
-        value = m.tag.split(": ")[1].rstrip("]")
-        assert m.user_message == f"{value[0]}의 메시지 {value[1:]}"
 
 
 # --- loading the adapter ---
