@@ -73,6 +73,7 @@ class ModelSpec:
     special_tokens: dict[str, str]
     training_script: str  # the script that makes this model's adapter, named in messages
     load_kwargs: dict = field(default_factory=dict)
+    merged_dir: Path | None = None  # where llm/export_model.py writes the adapter merged into the base
 
     def config_class(self) -> type:
         """The transformers config class of the architecture (imported here: this module stays light)."""
@@ -105,6 +106,7 @@ POLYGLOT = ModelSpec(
     ),
     special_tokens={"eos_token": "<|endoftext|>", "bos_token": "<|endoftext|>", "pad_token": "<|pad|>"},
     training_script="llm/run_fine_tuning_polyglot.py",
+    merged_dir=MODELS_DIR / "polyglot_merged",
 )
 
 GEMMA = ModelSpec(
@@ -131,6 +133,7 @@ GEMMA = ModelSpec(
     training_script="llm/run_fine_tuning.py",
     # Gemma-2's attention soft-capping is only exact in the eager implementation.
     load_kwargs={"attn_implementation": "eager"},
+    merged_dir=MODELS_DIR / "merged",
 )
 
 # The one model registry: a third base model is one more ModelSpec here (and, if wanted, a 3-line run script).

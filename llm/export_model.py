@@ -1,0 +1,68 @@
+"""Merge the fine-tuned LoRA adapter into its base model and save a plain Hugging Face folder.
+
+The folder (safetensors weights, tokenizer, config, generation_config.json that stops at the end marker) loads
+with `AutoModelForCausalLM.from_pretrained` alone: no peft, no project code. The chats take it with --merged.
+
+Usage: python llm/export_model.py --help
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+try:
+    from llm.chat.options import add_model_options
+except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
+    sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
+from llm.common.cli import ArgumentParser, run_main
+from llm.common.outputs import OutputError, check_replaceable
+from llm.common.specs import SPECS, repo_relative
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = ArgumentParser(
+        description="Merge the LoRA adapter saved by fine-tuning into its base model and save the result as a plain "
+                    "Hugging Face folder (safetensors, tokenizer, config, generation_config.json stopping at the end "
+                    "marker), for transformers, vLLM or llama.cpp's converter; the chats load it with --merged.",
+    )
+    add_model_options(parser, merged=False)
+    defaults = ", ".join(f"{name}: {repo_relative(spec.merged_dir)}" for name, spec in sorted(SPECS.items()))
+    parser.add_argument("--output-dir", type=Path, default=None,
+                        help=f"where the merged folder goes; replaced only if this project saved it ({defaults})")
+    return parser
+
+
+def _check_output(output_dir: Path, model_dir: Path, adapter_dir: Path) -> Path:
+    """The output folder resolved, once it is known that saving there destroys nothing (before any work)."""
+    output = check_replaceable(output_dir, "--output-dir")
+    for folder, what in ((adapter_dir, "the adapter"), (model_dir, "the base model")):
+        folder = Path(folder).expanduser().resolve()
+        if output == folder or output in folder.parents:
+            raise OutputError(f"--output-dir {output}: {'is' if output == folder else 'holds'} {what} folder "
+                              f"({folder}), which the export reads; choose another folder")
+    return output
+
+
+def main() -> int:
+    args = build_parser().parse_args()
+    spec = SPECS[args.model]
+    model_dir, adapter_dir = args.model_dir or spec.model_dir, args.adapter_dir or spec.adapter_dir
+    output = _check_output(args.output_dir or spec.merged_dir, model_dir, adapter_dir)
+    # torch and transformers load only now, so that --help and bad options answer at once.
+    from llm.common.merged import merge_into_folder
+
+    info = merge_into_folder(spec, model_dir, adapter_dir, output, trust_pickled=args.trust_pickled_weights)
+    files = sorted(path for path in output.iterdir() if path.is_file())
+    size = sum(path.stat().st_size for path in files) / 2**20
+    print(f"merged {info['adapter']} into {info['base']} ({info['dtype']}): {output}")
+    print(f"  {len(files)} files, {size:.1f} MiB: {', '.join(path.name for path in files)}")
+    print(f"  chat with it: python llm/run_chat.py{'' if spec.name == 'polyglot' else ' --model ' + spec.name} "
+          f"--merged {repo_relative(output)}")
+    if info["tiny_stand_in"]:
+        print("  (merged from the tiny stand-in, so the answers are noise: export again once the real weights "
+              f"are in {repo_relative(spec.model_dir)})")
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
