@@ -345,30 +345,29 @@ def answers_in(stdout: str) -> list[str]:
 
 
 def test_interactive_session_on_stdin(trained_polyglot: dict, tmp_path: Path):
+    """One real terminal session: a message, bytes that are not UTF-8, one too long for the context, commands."""
     db = tmp_path / "memory.db"
     MemoryStore(db).add("[내일 일정: 면접]", "나 내일 면접 봐")
-    result = run_script(SCRIPT, *chat_args(trained_polyglot, db), input="안녕\n/memory\n/forget\n/quit\n남은 줄\n")
-    assert result.returncode == 0, result.stderr[-3000:]
-    lines = result.stdout.splitlines()
+    long_message = " ".join(row["input_data"] for row in dataset_rows())  # thousands of tokens; the stand-in reads 256
+    typed = "\n".join(["안녕", "\udcff\udcfe", long_message, "/memory", "/forget", "/quit", "남은 줄"]) + "\n"
+    result = subprocess.run([sys.executable, str(REPO / SCRIPT), *chat_args(trained_polyglot, db)],
+                            input=typed.encode("utf-8", "surrogateescape"), capture_output=True, cwd=REPO, timeout=300)
+    stdout, stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8", "replace")
+    assert result.returncode == 0, stderr[-3000:]
+    lines = stdout.splitlines()
     assert lines[0] == f"({HINT})"
     assert lines[1:3] == [USER_LABEL + "안녕", lines[2]] and lines[2].startswith(BOT_LABEL)
     assert_clean(lines[2].removeprefix(BOT_LABEL))
-    assert lines[3:] == [USER_LABEL + "/memory", "(she remembers 1, newest first)", lines[5],
+    assert lines[3:5] == [USER_LABEL + "\ufffd\ufffd",
+                          "(that line holds bytes that are not UTF-8 text, so it was not sent; type it again)"]
+    assert lines[5].startswith(USER_LABEL) and re.fullmatch(
+        r"\(message too long: \d{4} tokens with the prompt markers, she reads at most 248; say it in fewer words\)",
+        lines[6]), lines[6]
+    assert lines[7:] == [USER_LABEL + "/memory", "(she remembers 1, newest first)", lines[9],
                          USER_LABEL + "/forget", "(memory cleared: 1 forgotten)", USER_LABEL + "/quit"]
-    assert lines[5].strip().startswith("[내일 일정: 면접]") and "남은 줄" not in result.stdout
+    assert lines[9].strip().startswith("[내일 일정: 면접]") and "남은 줄" not in stdout
+    assert "Traceback" not in stderr and "[transformers]" not in stderr  # no library length warning either
     assert MemoryStore(db).memories() == []
-
-
-def test_long_message_is_one_notice_and_the_next_is_answered(trained_polyglot: dict, tmp_path: Path):
-    long_message = " ".join(row["input_data"] for row in dataset_rows())  # thousands of tokens; the stand-in reads 256
-    result = run_script(SCRIPT, *chat_args(trained_polyglot, tmp_path / "m.db", "--prompt", long_message,
-                                           "--prompt", "안녕"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    notice = result.stdout.splitlines()[1]
-    assert re.fullmatch(r"\(message too long: \d{4} tokens with the prompt markers, she reads at most 248; "
-                        r"say it in fewer words\)", notice), notice
-    assert len(answers_in(result.stdout)) == 1 and result.stdout.splitlines()[-2] == USER_LABEL + "안녕"
-    assert "[transformers]" not in result.stderr  # no length warnings from the library on top of the notice
 
 
 def test_corrupt_database_chat_still_answers(trained_polyglot: dict, tmp_path: Path):
@@ -405,20 +404,3 @@ def test_bytes_that_are_not_utf8_are_a_notice_and_the_chat_goes_on(memory: Memor
     assert said == ["(that line holds bytes that are not UTF-8 text, so it was not sent; type it again)"]
     chat.handle("안녕")
     assert said[-1] == BOT_LABEL + "응!" and model.inputs == ["안녕"]
-
-
-def test_bad_bytes_on_stdin_of_the_real_chat(trained_polyglot: dict, tmp_path: Path):
-    result = subprocess.run(
-        [sys.executable, str(REPO / SCRIPT), "--model-dir", str(trained_polyglot["model_dir"]),
-         "--adapter-dir", str(trained_polyglot["adapter_dir"]), "--memory-db", str(tmp_path / "m.db")],
-        input=b"\xff\xfe\n\xec\x95\x88\xeb\x85\x95\n", capture_output=True, cwd=REPO, timeout=300)
-    assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
-    out = result.stdout.decode("utf-8")
-    assert "not UTF-8 text" in out and out.count(BOT_LABEL) == 1 and "Traceback" not in result.stderr.decode()
-
-
-def test_a_bare_warning_tag_is_neither_shown_nor_stored(memory: MemoryStore):
-    chat, said, _ = make_chat(StubModel("[경고] 가족을 두고 하는 모욕은 하지 말아 줘."), memory)
-    chat.handle("엄마 없냐?")
-    assert said == [BOT_LABEL + "가족을 두고 하는 모욕은 하지 말아 줘."]
-    assert memory.memories() == []

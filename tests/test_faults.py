@@ -269,8 +269,8 @@ CASES = [
          lambda w: export_args(w, adapter=w.work / "adapter", output=w.work / "adapter"),
          r"--output-dir .*adapter: is the adapter folder \(.*adapter\), which the export reads; choose another folder"),
 ]
-# One case per script as a real process, for the scripts no other test runs that way with bad input.
-AS_PROCESS = {case.script: case for case in CASES if case.script in (FINE_TUNE_GEMMA, CHAT, RETRIEVAL, WITHOUT_UNSLOTH)}
+# One case as a real process for a fine-tuning script and for the chat (the others share their code paths).
+AS_PROCESS = {case.script: case for case in CASES if case.script in (FINE_TUNE_GEMMA, CHAT)}
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,10 @@ from llm.common.models import (
 )
 from llm.common.outputs import OutputError
 from llm.common.training import build_trainer, lora_config, save_adapter_atomically
+from llm.common.cli import UserError
 from llm.common.specs import GEMMA, POLYGLOT, Recipe
+from llm.fine_tuning.options import build_parser
+from llm.fine_tuning.program import prepare
 
 LOG_NAME = re.compile(r"^\d{10}(-\d+)?( \(.+\))?\.txt$")
 
@@ -277,12 +280,12 @@ def test_without_the_virtualenv_a_script_says_so_in_one_line():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed here")
-def test_report_to_tensorboard_without_it_is_one_line(tmp_path, small_dataset):
-    result = run_script("llm/run_fine_tuning_polyglot.py", "--dataset", str(small_dataset), "--report-to",
-                        "tensorboard", "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"))
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "error: --report-to tensorboard: tensorboard is not installed (pip install tensorboard)"]
+def test_report_to_tensorboard_without_it_is_refused_before_any_work(tmp_path, small_dataset):
+    args = build_parser(POLYGLOT).parse_args(["--dataset", str(small_dataset), "--report-to", "tensorboard",
+                                              "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs")])
+    with pytest.raises(UserError, match=r"^--report-to tensorboard: tensorboard is not installed \(pip install tensorboard\)$"):
+        prepare(POLYGLOT, args)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_log_names_never_overwrite(tmp_path):
