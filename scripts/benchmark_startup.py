@@ -29,7 +29,8 @@ def main() -> None:
     args = parser.parse_args()
     baseline = [seconds([sys.executable, "-c", "import torch"]) for _ in range(args.runs)]
     print(f"{'command':<58} {'median s':>9} {'max s':>7}")
-    print(f"{'python -c \"import torch\" (baseline)':<58} {statistics.median(baseline):>9.2f} {max(baseline):>7.2f}")
+    label = 'python -c "import torch" (the baseline)'
+    print(f"{label:<58} {statistics.median(baseline):>9.2f} {max(baseline):>7.2f}")
     for script in SCRIPTS:
         for what, extra in (("--help", ["--help"]), ("bad option", ["--no-such-option"])):
             times = [seconds([sys.executable, script, *extra]) for _ in range(args.runs)]

@@ -66,8 +66,8 @@ def test_ctrl_c_between_the_renames_is_deferred_until_the_new_adapter_is_in_plac
 
     def rename_then_interrupt(self, destination):
         result = real_rename(self, destination)
-        if ".previous-" in str(destination):  # the old one has just been moved aside
-            os.kill(os.getpid(), signal.SIGINT)
+        if ".previous-" in str(destination):  # the old one has just been moved aside: Ctrl-C now
+            signal.raise_signal(signal.SIGINT)  # delivered to this thread at once (os.kill may pick another)
         return result
 
     monkeypatch.setattr(Path, "rename", rename_then_interrupt)
