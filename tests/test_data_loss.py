@@ -71,8 +71,12 @@ def test_ctrl_c_between_the_renames_is_deferred_until_the_new_adapter_is_in_plac
         return result
 
     monkeypatch.setattr(Path, "rename", rename_then_interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        save_folder_atomically(target, write_files("new"), "adapter")
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own Ctrl-C, whatever ran before
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            save_folder_atomically(target, write_files("new"), "adapter")
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert (target / "adapter_config.json").read_text() == "new"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["adapter"]
 
