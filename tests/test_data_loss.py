@@ -18,6 +18,10 @@ import pytest
 
 from conftest import REPO
 from llm.chat.chat import Chat
+from llm.common.cli import UserError
+from llm.common.specs import POLYGLOT
+from llm.fine_tuning.options import build_parser
+from llm.fine_tuning.program import prepare
 from llm.common.outputs import SAVE_MARKER, OutputError, disk_full, recover_interrupted_save, save_folder_atomically
 from llm.fine_tuning.resume import remove_run_files, scan
 from llm.memory.store import MemoryStore, MemoryUnavailable
@@ -198,3 +202,27 @@ def test_sigterm_stops_a_run_with_a_closed_log_and_says_how_to_continue(tmp_path
     (log,) = logs.glob("*.txt")
     assert log.read_text(encoding="utf-8").endswith("\nRUN STOPPED: terminated (SIGTERM)\n")
     assert not (tmp_path / "adapter").exists()
+
+
+def _immutable(folder: Path) -> bool:
+    """chattr +i: even root cannot write there (os.access says it can)."""
+    return shutil.which("chattr") is not None and \
+        subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("which", ["--output-dir", "--logs-dir"])
+def test_an_immutable_output_place_is_refused_before_training(tmp_path, small_dataset, which):
+    adapter, logs = tmp_path / "adapter", tmp_path / "logs"
+    save_folder_atomically(adapter, write_files("an earlier adapter"), "adapter")
+    logs.mkdir()
+    locked = adapter if which == "--output-dir" else logs
+    if not _immutable(locked):
+        pytest.skip("chattr +i is not available here")
+    try:
+        args = build_parser(POLYGLOT).parse_args(["--dataset", str(small_dataset), "--output-dir", str(adapter),
+                                                  "--logs-dir", str(logs), "--model-dir", str(tmp_path / "none")])
+        with pytest.raises(UserError, match=rf"^{which} .*: .* is not writable$"):
+            prepare(POLYGLOT, args)
+    finally:
+        subprocess.run(["chattr", "-i", str(locked)], check=True)
+    assert (adapter / "adapter_config.json").read_text() == "an earlier adapter"

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -65,13 +66,23 @@ def describe_os_error(error: OSError, path: Path) -> str:
     return f"{path}: {error.strerror or error}"
 
 
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file can really be made in the folder: root passes os.access where an immutable flag or a
+    read-only mount still refuses. The probe is an unnamed temporary file (O_TMPFILE): nothing appears."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
 def check_writable_folder(path: Path, option: str) -> Path:
     """The folder resolved, after checking that it is (or can be made as) a folder this user can write."""
     path = Path(path).expanduser().resolve()
     if path.exists() and not path.is_dir():
         raise OutputError(f"{option} {path}: exists and is not a folder")
     existing = next(parent for parent in (path, *path.parents) if parent.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK) or not _can_create_in(existing):
         raise OutputError(f"{option} {path}: {existing} is not writable")
     return path
 
@@ -92,6 +103,7 @@ def check_replaceable(path: Path, option: str) -> Path:
         if _visible(path) and not is_saved_by_us(path):
             raise OutputError(f"{option} {path}: holds files this project did not save there (it would be "
                               f"replaced); choose an empty or new folder")
+        check_writable_folder(path, option)  # an immutable folder cannot be moved aside either
     check_writable_folder(path.parent, option)
     return path
 
