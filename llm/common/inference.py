@@ -9,11 +9,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llm.common.data import token_count
 from llm.common.markers import ANSWER_END, build_prompt, printable_line, split_memory_tag, strip_markers
+from llm.common.specs import DEFAULT_BATCH_SIZE, MAX_LENGTH
 
-MAX_LENGTH = 80  # tokens per sequence, prompt included, as in the original experiments
 MIN_NEW_TOKENS = 8  # so that a prompt near MAX_LENGTH still gets a chance to answer
 DEFAULT_MAX_TRIALS = 5
-DEFAULT_BATCH_SIZE = 16
 
 
 STOP_MARKER, STOP_EOS, STOP_LENGTH = "end marker", "EOS", "length limit"

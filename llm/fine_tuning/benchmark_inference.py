@@ -15,9 +15,7 @@ try:
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
 from llm.common.markers import build_prompt
-from llm.common.specs import DEFAULT_DATASET, SPECS
-
-DEFAULT_BATCH_SIZE = 16  # llm.common.inference's: kept in step by a test, so that --help needs no torch
+from llm.common.specs import DEFAULT_BATCH_SIZE, DEFAULT_DATASET, SPECS
 
 
 def parse_args() -> argparse.Namespace:

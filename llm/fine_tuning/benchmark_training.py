@@ -23,13 +23,14 @@ try:
     from llm.common.cli import ArgumentParser, UserError, int_range, positive_float, positive_int, run_main
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
-from llm.common.specs import DEFAULT_DATASET, GEMMA, POLYGLOT, SHAPES, TINY_CONTEXT, ModelSpec, repo_relative
+from llm.common.specs import (
+    DEFAULT_BATCH_SIZE, DEFAULT_DATASET, GEMMA, POLYGLOT, SHAPES, TINY_CONTEXT, ModelSpec, repo_relative,
+)
 
 TINY_SHAPES = {"tiny": POLYGLOT, "tiny-gemma": GEMMA}  # the project's tiny stand-ins, for CPU runs and tests
 ALL_SHAPES = {**SHAPES, **TINY_SHAPES}
 RECIPE_EPOCHS = 60  # the recipe's epochs: what the total is projected to
 DEFAULT_EPOCHS = 3
-DEFAULT_TEST_BATCH = 16  # llm.common.inference.DEFAULT_BATCH_SIZE, kept in step by a test (--help needs no torch)
 DEFAULT_PACKING_LENGTH = TINY_CONTEXT  # tokens per packed row: 3 to 4 of the dataset's pairs
 DEFAULT_OUTPUT_DIR = Path(__file__).resolve().parent / "benchmarks"
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
@@ -68,7 +69,7 @@ class Speed:
     packing: bool = False
     packing_length: int = DEFAULT_PACKING_LENGTH
     liger: bool = False
-    test_batch_size: int = DEFAULT_TEST_BATCH
+    test_batch_size: int = DEFAULT_BATCH_SIZE
     static_cache: bool = False
     compile_test: bool = False  # implies static_cache
     dtype: str = "auto"
@@ -82,7 +83,7 @@ class Speed:
             flags += ["--packing"] + (["--packing-length", str(self.packing_length)]
                                       if self.packing_length != DEFAULT_PACKING_LENGTH else [])
         flags += ["--liger"] if self.liger else []
-        flags += ["--test-batch-size", str(self.test_batch_size)] if self.test_batch_size != DEFAULT_TEST_BATCH else []
+        flags += ["--test-batch-size", str(self.test_batch_size)] if self.test_batch_size != DEFAULT_BATCH_SIZE else []
         flags += ["--compile-test"] if self.compile_test else ["--static-cache"] if self.static_cache else []
         flags += ["--dtype", self.dtype] if self.dtype != "auto" else []
         flags += ["--tf32"] if self.tf32 else []
@@ -136,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tokens per packed row (default: %(default)s)")
     speed.add_argument("--liger", action="store_true",
                        help="Liger's Triton kernels (CUDA only; Gemma-2 only; pip install liger-kernel)")
-    speed.add_argument("--test-batch-size", type=positive_int, default=DEFAULT_TEST_BATCH,
+    speed.add_argument("--test-batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                        help="prompts per generate() call in the per-epoch test; 60 answers the valid prompts in "
                             "one batch (default: %(default)s)")
     speed.add_argument("--static-cache", action="store_true",

@@ -9,7 +9,6 @@ import argparse
 import contextlib
 import dataclasses
 import io
-import math
 import sys
 import time
 from collections.abc import Callable, Sequence

@@ -13,7 +13,6 @@ import os
 import platform
 import re
 import shlex
-import sys
 import tempfile
 import time
 import traceback
@@ -34,7 +33,7 @@ from llm.common.training import build_trainer, lora_config
 from llm.model_selection.candidates import Candidate
 from llm.model_selection.metrics import summarise
 from llm.common.specs import (
-    DEFAULT_DATASET, MODELS_DIR, SPECS, TINY_RECIPE, ModelSpec, Recipe, repo_relative, spec_for_architecture,
+    SPECS, TINY_RECIPE, ModelSpec, Recipe, repo_relative, spec_for_architecture,
 )
 
 SAMPLES_PER_PROMPT = 2  # self-repetition compares two samples of the same prompt

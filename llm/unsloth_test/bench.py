@@ -23,9 +23,9 @@ from transformers import (
     AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, set_seed,
 )
 
-from llm.common.cli import ArgumentParser, UserError, add_trust_pickled_option, positive_int
+from llm.common.cli import UserError
 from llm.common.data import Example, Splits, check_fits_context, load_splits
-from llm.common.inference import DEFAULT_BATCH_SIZE, MAX_LENGTH, format_answers, generate_answers
+from llm.common.inference import format_answers, generate_answers
 from llm.common.logs import LIBRARIES, RunLog, library_versions, log_file_path
 from llm.common.measure import Measurement, measure
 from llm.common.models import (
@@ -33,10 +33,12 @@ from llm.common.models import (
 )
 from llm.common.training import build_trainer, lora_config
 from llm.unsloth_test import RESULT_FIELDS, STATUS_OK, append_result, read_results
-from llm.common.specs import DEFAULT_DATASET, GEMMA, SHAPES, ModelSpec, Recipe, repo_relative
+from llm.common.specs import (
+    DEFAULT_BATCH_SIZE, GEMMA, MAX_LENGTH, SHAPES, TINY_CONTEXT, ModelSpec, Recipe, repo_relative,
+)
 
 EVAL_PAIRS = 5  # the original experiment's eval: 5 valid pairs after each epoch
-SEQ_LENGTH = 256  # training length limit: every pair of the dataset fits; also the tiny stand-in's context
+SEQ_LENGTH = TINY_CONTEXT  # the length every pair must fit, here as on the tiny stand-in: all the dataset's do
 UNAVAILABLE_EXIT = 3
 
 
