@@ -64,6 +64,17 @@ def run_script(script: str, *args: str, timeout: float = 600, **kwargs) -> subpr
     )
 
 
+def heavy_modules_after_help(script: str) -> list[str]:
+    """The heavy libraries a script has imported once it has printed --help (none: it answers at once)."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{str(REPO / script)!r}, '--help']\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(name for name in ('torch', 'transformers', 'gradio', 'trl') if name in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return eval(result.stdout.strip().splitlines()[-1])  # the list printed last, after the help text
+
+
 @pytest.fixture(scope="session")
 def trained_polyglot(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path) -> dict:
     """A tiny GPT-NeoX stand-in with a LoRA adapter trained for 2 epochs by the real script."""
