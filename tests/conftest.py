@@ -1,10 +1,16 @@
 """Shared fixtures: a small dataset cut from the real one, tiny models saved like downloads, trained adapters."""
 
+import contextlib
 import csv
+import io
 import json
+import logging
 import os
+import runpy
+import signal
 import subprocess
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -56,12 +62,83 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_csv(tmp_path_factory.mktemp("data") / "small.csv", plain + tagged + valid)
 
 
+def _script_process(script: str, *args: str) -> dict:
+    return dict(args=[sys.executable, str(REPO / script), *args], cwd=REPO, text=True,
+                env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+
+
 def run_script(script: str, *args: str, timeout: float = 600, **kwargs) -> subprocess.CompletedProcess:
     """Run one of the repo's scripts as a user would, from the repo root."""
-    return subprocess.run(
-        [sys.executable, str(REPO / script), *args], cwd=REPO, capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, "PYTHONIOENCODING": "utf-8"}, **kwargs,
-    )
+    return subprocess.run(**_script_process(script, *args), capture_output=True, timeout=timeout, **kwargs)
+
+
+def start_script(script: str, *args: str) -> subprocess.Popen:
+    """run_script's process, started and left running (its output piped)."""
+    return subprocess.Popen(**_script_process(script, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+PYTHON_DEFAULT_FILTERS = [("default", DeprecationWarning, "__main__"), ("ignore", DeprecationWarning, ""),
+                          ("ignore", PendingDeprecationWarning, ""), ("ignore", ImportWarning, ""),
+                          ("ignore", ResourceWarning, "")]
+
+
+class _WarningRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name}: {record.getMessage()}")
+
+
+def run_in_process(script: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
+    """`python script args` run inside this test process: the same code from the same entry point, without
+    paying again for the imports that cost a real process 4-5 s. What only a real process shows (signals,
+    kill -9, the imports at start, the virtualenv guard, a server) stays with run_script.
+
+    stderr holds what the script printed there, then each Python warning (as Python prints it) and library log
+    record of WARNING and above: a real process prints those too, but in this one pytest has taken their streams.
+    """
+    out, err = io.StringIO(), io.StringIO()
+    records = _WarningRecords()
+    loggers = [logging.getLogger(), logging.getLogger("transformers")]  # transformers' does not propagate
+    saved = (sys.argv, sys.stdin, os.getcwd(), dict(os.environ),
+             {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)})
+    code: int = 0
+    for logger in loggers:
+        logger.addHandler(records)
+    try:
+        sys.argv = [str(REPO / script), *args]
+        sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
+        os.chdir(REPO)
+        with warnings.catch_warnings(record=True) as caught, \
+                contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            warnings.resetwarnings()  # pytest's filters out, a fresh interpreter's in (Python 3.11, no -W)
+            for action, category, module in PYTHON_DEFAULT_FILTERS:
+                warnings.filterwarnings(action, category=category, module=module, append=True)
+            try:
+                runpy.run_path(str(REPO / script), run_name="__main__")
+            except SystemExit as exit_:
+                if exit_.code is None or isinstance(exit_.code, int):
+                    code = exit_.code or 0
+                else:  # sys.exit("message"): Python prints it and exits 1
+                    print(exit_.code, file=sys.stderr)
+                    code = 1
+            except Exception:  # what the interpreter does with an uncaught exception
+                traceback.print_exc()
+                code = 1
+    finally:
+        for logger in loggers:
+            logger.removeHandler(records)
+        sys.argv, sys.stdin, cwd, environment, handlers = saved
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(environment)
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
+    stderr = err.getvalue() + "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line)
+                                      for w in caught) + "".join(line + "\n" for line in records.lines)
+    return subprocess.CompletedProcess([sys.executable, script, *args], code, out.getvalue(), stderr)
 
 
 def heavy_modules_after_help(script: str) -> list[str]:
@@ -77,11 +154,12 @@ def heavy_modules_after_help(script: str) -> list[str]:
 
 @pytest.fixture(scope="session")
 def trained_polyglot(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path) -> dict:
-    """A tiny GPT-NeoX stand-in with a LoRA adapter trained for 2 epochs by the real script."""
+    """A tiny GPT-NeoX stand-in with a LoRA adapter trained for 2 epochs by the script (as a real process in
+    tests/test_pipeline.py's data-parallel run)."""
     root = tmp_path_factory.mktemp("polyglot-run")
     paths = {"model_dir": root / "no_weights", "adapter_dir": root / "adapter", "logs_dir": root / "logs",
              "dataset": small_dataset}
-    result = run_script(
+    result = run_in_process(
         "llm/run_fine_tuning_polyglot.py", "--dataset", str(small_dataset), "--model-dir", str(paths["model_dir"]),
         "--output-dir", str(paths["adapter_dir"]), "--logs-dir", str(paths["logs_dir"]), "--epochs", "2",
     )

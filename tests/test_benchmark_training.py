@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import heavy_modules_after_help, run_script
+from conftest import heavy_modules_after_help, run_in_process, run_script
 from llm.fine_tuning import benchmark_training as bench
 
 SCRIPT = "llm/fine_tuning/benchmark_training.py"
@@ -33,7 +33,7 @@ def rows_of(path: Path) -> list[dict[str, str]]:
 def single(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path) -> dict:
     root = tmp_path_factory.mktemp("bench-single")
     output, summary = root / "bench.csv", root / "summary.json"
-    result = run_script(SCRIPT, "--shape", "tiny", "--epochs", "2", "--dataset", str(small_dataset),
+    result = run_in_process(SCRIPT, "--shape", "tiny", "--epochs", "2", "--dataset", str(small_dataset),
                         "--output", str(output), "--summary", str(summary))
     assert result.returncode == 0, result.stderr[-3000:]
     return {"result": result, "rows": rows_of(output), "summary": summary}
@@ -100,7 +100,7 @@ CPU_SKIPS = {"compiled-test": "CUDA only", "flash-attention-2": "CUDA GPUs only"
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's list of variants: a GPU runs others (float32)")
 def test_compare_gives_every_variant_rows_or_a_reason(tmp_path: Path, small_dataset: Path) -> None:
     output = tmp_path / "compare.csv"
-    result = run_script(SCRIPT, "--shape", "tiny", "--epochs", "1", "--dataset", str(small_dataset),
+    result = run_in_process(SCRIPT, "--shape", "tiny", "--epochs", "1", "--dataset", str(small_dataset),
                         "--output", str(output), "--compare")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = rows_of(output)

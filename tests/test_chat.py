@@ -3,8 +3,6 @@
 import json
 import re
 import shutil
-import subprocess
-import sys
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from conftest import REPO, dataset_rows, run_script
+from conftest import dataset_rows, run_in_process
 from llm.common.adapters import AdapterError, load_fine_tuned, read_adapter
 from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER, HINT, USER_LABEL, Chat, open_memory, run_interactive, run_prompts
 from llm.common.inference import Answer
@@ -345,14 +343,13 @@ def answers_in(stdout: str) -> list[str]:
 
 
 def test_interactive_session_on_stdin(trained_polyglot: dict, tmp_path: Path):
-    """One real terminal session: a message, bytes that are not UTF-8, one too long for the context, commands."""
+    """One terminal session: a message, bytes that are not UTF-8, one too long for the context, commands."""
     db = tmp_path / "memory.db"
     MemoryStore(db).add("[내일 일정: 면접]", "나 내일 면접 봐")
     long_message = " ".join(row["input_data"] for row in dataset_rows())  # thousands of tokens; the stand-in reads 256
     typed = "\n".join(["안녕", "\udcff\udcfe", long_message, "/memory", "/forget", "/quit", "남은 줄"]) + "\n"
-    result = subprocess.run([sys.executable, str(REPO / SCRIPT), *chat_args(trained_polyglot, db)],
-                            input=typed.encode("utf-8", "surrogateescape"), capture_output=True, cwd=REPO, timeout=300)
-    stdout, stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8", "replace")
+    result = run_in_process(SCRIPT, *chat_args(trained_polyglot, db), stdin=typed.encode("utf-8", "surrogateescape"))
+    stdout, stderr = result.stdout, result.stderr
     assert result.returncode == 0, stderr[-3000:]
     lines = stdout.splitlines()
     assert lines[0] == f"({HINT})"
@@ -373,7 +370,7 @@ def test_interactive_session_on_stdin(trained_polyglot: dict, tmp_path: Path):
 def test_corrupt_database_chat_still_answers(trained_polyglot: dict, tmp_path: Path):
     db = tmp_path / "memory.db"
     db.write_bytes(b"not a database " * 300)
-    result = run_script(SCRIPT, *chat_args(trained_polyglot, db, "--prompt", "안녕", "--prompt", "/memory"))
+    result = run_in_process(SCRIPT, *chat_args(trained_polyglot, db, "--prompt", "안녕", "--prompt", "/memory"))
     assert result.returncode == 0, result.stderr[-3000:]
     [notice] = [line for line in result.stderr.splitlines() if "memory is off" in line]
     assert notice.startswith(f"memory is off: memory database {db} is unavailable")

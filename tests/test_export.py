@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from transformers import set_seed
 
-from conftest import run_script
+from conftest import run_in_process, run_script
 from llm.chat.chat import BOT_LABEL, visible_text
 from llm.common.adapters import load_fine_tuned
 from llm.common.inference import MAX_LENGTH, generate_answers
@@ -71,7 +71,7 @@ def project_answer(text: str) -> str:
 @pytest.fixture(scope="module")
 def exported(trained_polyglot: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     output = tmp_path_factory.mktemp("export") / "polyglot_merged"
-    result = run_script(SCRIPT, "--model-dir", str(trained_polyglot["model_dir"]),
+    result = run_in_process(SCRIPT, "--model-dir", str(trained_polyglot["model_dir"]),
                         "--adapter-dir", str(trained_polyglot["adapter_dir"]), "--output-dir", str(output))
     assert result.returncode == 0, result.stderr[-3000:]
     return {"dir": output, "stdout": result.stdout, "stderr": result.stderr}
@@ -132,7 +132,7 @@ def test_plain_transformers_answers_like_base_plus_adapter(exported: dict, base_
 
 def test_the_chat_takes_the_merged_folder(exported: dict, base_with_adapter, tmp_path: Path):
     """run_chat.py --merged answers as base + adapter does with the same seed (the web chat loads it the same way)."""
-    result = run_script("llm/run_chat.py", "--merged", str(exported["dir"]), "--seed", "4",
+    result = run_in_process("llm/run_chat.py", "--merged", str(exported["dir"]), "--seed", "4",
                         "--memory-db", str(tmp_path / "m.db"), "--prompt", CHAT_PROMPTS[0])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "merged from the TINY RANDOMLY INITIALISED" in result.stderr
@@ -145,7 +145,7 @@ def test_the_chat_takes_the_merged_folder(exported: dict, base_with_adapter, tmp
 
 def test_a_merged_folder_is_not_a_base_model(exported: dict, trained_polyglot: dict, tmp_path: Path):
     """Given as --model-dir it would get the adapter twice: one line naming --merged instead."""
-    result = run_script("llm/run_chat.py", "--model-dir", str(exported["dir"]), "--adapter-dir",
+    result = run_in_process("llm/run_chat.py", "--model-dir", str(exported["dir"]), "--adapter-dir",
                         str(trained_polyglot["adapter_dir"]), "--memory-db", str(tmp_path / "m.db"), "--prompt", "안녕")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [

@@ -1,16 +1,13 @@
 """Every script, every bad input: one line saying what is wrong, exit code 2, no traceback, nothing written.
 
-The cases are listed in docs/faults.md. They run in this process through runpy, as `python <script>` would
-run them, so that all of them fit in seconds; one case per script runs again as a real process.
+The cases are listed in docs/faults.md. They run in this process (conftest.run_in_process), as `python <script>`
+would run them, so that all of them fit in seconds; one case of a fine-tuning script and one of the chat run
+again as real processes.
 """
 
 import csv
-import logging
 import re
-import runpy
 import shutil
-import sys
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +15,7 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import BAD_DATASETS, REPO, break_folder, dataset_rows, run_script, write_csv
+from conftest import BAD_DATASETS, REPO, break_folder, dataset_rows, run_in_process, run_script, start_script, write_csv
 from test_export import export_args
 from test_web_chat import web_args
 
@@ -305,15 +302,18 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, good_polyglot_folder: Path,
     return root
 
 
-@pytest.fixture
-def world(inputs: Path, tmp_path: Path, small_dataset: Path, trained_polyglot: dict, gemma_adapter: Path) -> World:
-    work = tmp_path / "work"
+def make_world(inputs: Path, work: Path, small_dataset: Path, trained_polyglot: dict, gemma_adapter: Path) -> World:
     # Earlier outputs, which a failed run must leave as they are.
     shutil.copytree(trained_polyglot["adapter_dir"], work / "adapter")
     (work / "logs").mkdir()
     (work / "logs" / "2611010000.txt").write_text("an earlier run's log\n", encoding="utf-8")
     (work / "memory.db").write_bytes(b"")
     return World(inputs, work, small_dataset, trained_polyglot["adapter_dir"], gemma_adapter)
+
+
+@pytest.fixture
+def world(inputs: Path, tmp_path: Path, small_dataset: Path, trained_polyglot: dict, gemma_adapter: Path) -> World:
+    return make_world(inputs, tmp_path / "work", small_dataset, trained_polyglot, gemma_adapter)
 
 
 def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
@@ -328,39 +328,6 @@ def snapshot(*roots: Path) -> dict[str, tuple[int, int]]:
     return seen
 
 
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.name}: {record.getMessage()}")
-
-
-def run_in_process(script: str, args: list[str], capfd: pytest.CaptureFixture,
-                   monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, list[str]]:
-    """(exit code, stdout, stderr lines) of `python script args`.
-
-    Python warnings and library log records count as stderr lines: in a real process they would print there,
-    but in this one pytest and earlier cases have already taken them over.
-    """
-    monkeypatch.setattr(sys, "argv", [str(REPO / script), *args])
-    logged = Collect()
-    loggers = [logging.getLogger(), logging.getLogger("transformers")]  # transformers' does not propagate
-    for logger in loggers:
-        logger.addHandler(logged)
-    try:
-        with warnings.catch_warnings(record=True) as caught, pytest.raises(SystemExit) as exit_info:
-            warnings.simplefilter("always")
-            runpy.run_path(str(REPO / script), run_name="__main__")
-    finally:
-        for logger in loggers:
-            logger.removeHandler(logged)
-    out, err = capfd.readouterr()
-    return (exit_info.value.code, out,
-            err.splitlines() + [f"warning: {warning.message}" for warning in caught] + logged.lines)
-
-
 def assert_one_clear_line(code: int, out: str, lines: list[str], case: Case) -> None:
     assert code == 2, (code, lines)
     assert out == "", out
@@ -369,24 +336,56 @@ def assert_one_clear_line(code: int, out: str, lines: list[str], case: Case) -> 
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: Case, world: World, capfd, monkeypatch):
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: Case, world: World):
     watched = (world.work, world.inputs, REPO / "llm")
     args = case.args(world)
     before = snapshot(*watched)
-    code, out, lines = run_in_process(case.script, args, capfd, monkeypatch)
-    assert_one_clear_line(code, out, lines, case)
+    result = run_in_process(case.script, *args)
+    assert_one_clear_line(result.returncode, result.stdout, result.stderr.splitlines(), case)
     assert snapshot(*watched) == before
 
 
+@pytest.fixture(scope="module")
+def as_processes(inputs: Path, tmp_path_factory: pytest.TempPathFactory, small_dataset: Path, trained_polyglot: dict,
+                 gemma_adapter: Path) -> dict:
+    """The AS_PROCESS cases run at once, each in a world of its own: each spends its seconds importing on one core."""
+    worlds = {script: make_world(inputs, tmp_path_factory.mktemp("as-process") / "work", small_dataset,
+                                 trained_polyglot, gemma_adapter) for script in AS_PROCESS}
+    before = {script: snapshot(world.work, world.inputs) for script, world in worlds.items()}
+    started = {script: start_script(case.script, *case.args(worlds[script])) for script, case in AS_PROCESS.items()}
+    results = {script: process.communicate(timeout=600) + (process.returncode,) for script, process in started.items()}
+    return {script: (results[script], before[script], snapshot(world.work, world.inputs))
+            for script, world in worlds.items()}
+
+
 @pytest.mark.parametrize("case", AS_PROCESS.values(), ids=list(AS_PROCESS))
-def test_as_a_real_process_too(case: Case, world: World):
-    before = snapshot(world.work, world.inputs)
-    result = run_script(case.script, *case.args(world))
-    assert_one_clear_line(result.returncode, result.stdout, result.stderr.splitlines(), case)
-    assert snapshot(world.work, world.inputs) == before
+def test_as_a_real_process_too(case: Case, as_processes: dict):
+    (stdout, stderr, code), before, after = as_processes[case.script]
+    assert_one_clear_line(code, stdout, stderr.splitlines(), case)
+    assert after == before
 
 
 def test_every_script_is_covered():
     scripts = {str(path.relative_to(REPO)) for path in (REPO / "llm").rglob("*.py")
                if 'if __name__ == "__main__":' in path.read_text(encoding="utf-8")}
     assert scripts == {case.script for case in CASES}
+
+
+FAITHFUL = """
+import sys, warnings
+print([(action, category.__name__, getattr(module, "pattern", module)) for action, _, category, module, _ in warnings.filters])
+warnings.warn("a notice", FutureWarning)
+warnings.warn("shown only in __main__", DeprecationWarning)
+print("on stderr", file=sys.stderr)
+sys.exit(3)
+"""
+
+
+def test_the_in_process_runner_answers_as_a_real_process(tmp_path: Path):
+    """What these cases trust run_in_process for: exit code, stdout, stderr and which warnings show."""
+    script = tmp_path / "faithful.py"
+    script.write_text(FAITHFUL, encoding="utf-8")
+    real, in_process = run_script(str(script)), run_in_process(str(script))
+    assert (in_process.returncode, in_process.stdout) == (real.returncode, real.stdout) == (3, real.stdout)
+    assert sorted(in_process.stderr.splitlines()) == sorted(real.stderr.splitlines())
+    assert "FutureWarning: a notice" in real.stderr and "DeprecationWarning: shown only" in real.stderr

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO, run_in_process
 from llm.memory.evaluate_retrieval import EVAL_CSV, OLD, pair_metrics, read_cases, read_pairs, retrieval_metrics
 from llm.memory.retrieval import RELEVANCE_THRESHOLD, relevance
 from llm.memory.store import MemoryStore, MemoryUnavailable
 
-REPO = Path(__file__).resolve().parents[1]
 PAIRS_CSV = REPO / "llm" / "memory" / "relevance_pairs.csv"
-SCRIPT = REPO / "llm" / "memory" / "evaluate_retrieval.py"
+SCRIPT = "llm/memory/evaluate_retrieval.py"
 
 
 @pytest.fixture
@@ -145,13 +145,8 @@ def test_a_read_only_file_raises_memory_unavailable(tmp_path: Path):
         MemoryStore(path)
 
 
-def run_script(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
 def test_evaluate_script_prints_old_and_new_side_by_side():
-    result = run_script()
+    result = run_in_process(SCRIPT)
     assert result.returncode == 0, result.stderr
     assert re.search(r"^ +OLD +NEW$", result.stdout, re.M)
     assert re.search(r"^top-1 accuracy +\d\.\d{3} +\d\.\d{3}$", result.stdout, re.M)
@@ -160,7 +155,7 @@ def test_evaluate_script_prints_old_and_new_side_by_side():
     assert not re.search(r"\d+ pairs", result.stdout)  # only the cases unless --pairs is given
 
     # both sets in one run, each on the rows asked for; the last line says what NEW was fitted on
-    result = run_script("--eval", str(EVAL_CSV), "--pairs", str(PAIRS_CSV), "--rows", "0:40")
+    result = run_in_process(SCRIPT, "--eval", str(EVAL_CSV), "--pairs", str(PAIRS_CSV), "--rows", "0:40")
     assert result.returncode == 0, result.stderr
     assert re.search(r"retrieval_eval\.csv: 40 cases, rows 0:40, \d+ of them none$", result.stdout, re.M)
     assert re.search(r"relevance_pairs\.csv: 40 pairs, rows 0:40$", result.stdout, re.M)
@@ -171,7 +166,7 @@ def test_evaluate_script_prints_old_and_new_side_by_side():
 
 @pytest.mark.parametrize("args", [["--pairs", "no_such_pairs.csv"], ["--eval", "no_such_cases.csv"]])
 def test_evaluate_script_missing_file_is_one_line_and_exit_2(args):
-    result = run_script(*args)
+    result = run_in_process(SCRIPT, *args)
     assert result.returncode == 2
     assert result.stdout == "" and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
@@ -181,7 +176,7 @@ def test_evaluate_script_missing_file_is_one_line_and_exit_2(args):
 def test_evaluate_script_bad_file_is_one_line_and_exit_2(tmp_path: Path):
     bad = tmp_path / "bad.csv"
     bad.write_text("memory_0,user_prompt_1,similarity_score\n[기분: 설렘],설레,1.7\n", encoding="utf-8")
-    result = run_script("--pairs", str(bad))
+    result = run_in_process(SCRIPT, "--pairs", str(bad))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and str(bad) in result.stderr
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_script
+from conftest import run_in_process
 from llm.common.data import load_splits
 from llm.model_selection.candidates import load_candidates
 from llm.model_selection.selection import (
@@ -32,7 +32,7 @@ def selection_run(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path)
     broken = next(c for c in load_candidates() if c.name == BROKEN)
     (models_dir / broken.folder).mkdir(parents=True)
     (models_dir / broken.folder / "config.json").write_text("{not json", encoding="utf-8")
-    result = run_script(SCRIPT, "--dataset", str(small_dataset), "--models-dir", str(models_dir),
+    result = run_in_process(SCRIPT, "--dataset", str(small_dataset), "--models-dir", str(models_dir),
                         "--output-dir", str(output_dir), "--train-pairs", "8", "--epochs", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     return {"output_dir": output_dir, "models_dir": models_dir, "dataset": small_dataset, "stdout": result.stdout}

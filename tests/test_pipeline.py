@@ -14,7 +14,7 @@ from PIL import Image
 from peft import PeftModel, get_peft_model
 from transformers import set_seed
 
-from conftest import BREAKAGES, REPO, break_folder, hub_folder, run_script, tiny_model
+from conftest import BREAKAGES, REPO, break_folder, hub_folder, run_in_process, tiny_model
 from llm.common.inference import STOP_EOS, STOP_LENGTH, STOP_MARKER, _decode_answer, generate_answers
 from llm.common.adapters import load_fine_tuned
 from llm.common.data import load_splits
@@ -169,7 +169,7 @@ def test_trusted_pickled_tensors_load_as_the_safetensors_do(tmp_path, good_polyg
                                           ("llm/run_fine_tuning.py", GEMMA)])
 def test_script_trains_one_epoch_on_a_downloaded_layout_folder(tmp_path, small_splits, small_dataset, script, spec):
     folder = hub_folder(spec, small_splits, tmp_path / spec.model_dir.name)
-    result = run_script(script, "--model-dir", str(folder), "--dataset", str(small_dataset), "--epochs", "1",
+    result = run_in_process(script, "--model-dir", str(folder), "--dataset", str(small_dataset), "--epochs", "1",
                         "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"),
                         "--log-name", "one epoch")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -233,7 +233,7 @@ def test_the_log_writes_numbers_and_ends_with_the_epoch_table(trained_polyglot):
 
 
 def test_keep_best_saves_the_epoch_with_the_lowest_eval_loss(tmp_path, small_dataset):
-    result = run_script("llm/run_fine_tuning_polyglot.py", "--dataset", str(small_dataset), "--epochs", "3",
+    result = run_in_process("llm/run_fine_tuning_polyglot.py", "--dataset", str(small_dataset), "--epochs", "3",
                         "--learning-rate", "0.03", "--keep", "best", "--model-dir", str(tmp_path / "none"),
                         "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"))
     assert result.returncode == 0, result.stderr[-3000:]

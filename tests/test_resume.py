@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_script
+from conftest import REPO, run_in_process
 from safetensors.torch import load_file
 
 from llm.common.cli import UserError, run_main
@@ -50,7 +50,7 @@ def one_log(logs_dir: Path) -> str:
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, small_dataset) -> Path:
     root = tmp_path_factory.mktemp("uninterrupted")
-    result = run_script(SCRIPT, *first_run_args(small_dataset, root))
+    result = run_in_process(SCRIPT, *first_run_args(small_dataset, root))
     assert result.returncode == 0, result.stderr[-3000:]
     return root
 
@@ -90,7 +90,7 @@ def resumed(killed) -> dict:
     state_text = (cut_off / "trainer_state.json").read_text()
     (cut_off / "trainer_state.json").write_text(state_text[: len(state_text) // 2])
     logs = killed["root"] / "resumed_logs"
-    result = run_script(SCRIPT, "--output-dir", str(killed["adapter"]), "--logs-dir", str(logs), "--resume")
+    result = run_in_process(SCRIPT, "--output-dir", str(killed["adapter"]), "--logs-dir", str(logs), "--resume")
     assert result.returncode == 0, result.stderr[-3000:]
     return {**killed, "log": one_log(logs)}
 

@@ -2,24 +2,22 @@
 
 import csv
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import REPO, run_in_process, run_script
 from llm.memory import morphemes, retrieval
 from llm.memory.evaluate_retrieval import read_pairs
 from llm.memory.morphemes import lemmas, space
 from llm.memory.retrieval import RELEVANCE_THRESHOLD, most_relevant, relevance
 
-REPO = Path(__file__).resolve().parents[1]
 MEMORY = REPO / "llm" / "memory"
 PAIRS_CSV = MEMORY / "relevance_pairs.csv"
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+TRAIN, EVALUATE, BENCHMARK = (f"llm/memory/{name}.py" for name in ("train_retrieval", "evaluate_retrieval",
+                                                                     "benchmark_retrieval"))
 
 # Memories like a chat's: the fine-tuned model's usual keys and some it invents.
 STORED = ["[내일 일정: 면접]", "[좋아하는 음식: 떡볶이]", "[반려동물: 강아지 초코]", "[전공: 경영학]",
@@ -130,9 +128,8 @@ def _small_csvs(tmp_path: Path) -> tuple[Path, Path]:
 def test_training_script_refits_and_reports_the_rows_it_did_not_see(tmp_path: Path):
     pairs, cases = _small_csvs(tmp_path)
     out = tmp_path / "model.json"
-    result = subprocess.run([sys.executable, str(MEMORY / "train_retrieval.py"), "--pairs", str(pairs),
-                             "--rows", "0:32", "--eval", str(cases), "--case-rows", "0:8", "--out", str(out)],
-                            capture_output=True, text=True, timeout=300, env=ENV)
+    result = run_in_process(TRAIN, "--pairs", str(pairs), "--rows", "0:32", "--eval", str(cases), "--case-rows", "0:8",
+                            "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert re.search(r"^pairs held out \(16\): MSE \d\.\d{3}  MAE \d\.\d{3}  corr -?\d\.\d{3}$", result.stdout, re.M)
     assert re.search(r"^cases held out \(4\): top-1 accuracy \d\.\d{3}$", result.stdout, re.M)
@@ -144,18 +141,18 @@ def test_training_script_refits_and_reports_the_rows_it_did_not_see(tmp_path: Pa
     assert ((0.0 <= scores) & (scores <= 1.0)).all()
 
     # the evaluation can try the refit before it replaces the committed model
-    evaluate = [sys.executable, str(MEMORY / "evaluate_retrieval.py"), "--pairs", str(pairs), "--rows", "32:"]
-    result = subprocess.run(evaluate + ["--model", str(out)], capture_output=True, text=True, timeout=300, env=ENV)
+    evaluate = [EVALUATE, "--pairs", str(pairs), "--rows", "32:"]
+    result = run_in_process(*evaluate, "--model", str(out))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "NEW was fitted on pairs.csv rows 0:32, threshold on cases.csv rows 0:8"
-    result = subprocess.run(evaluate + ["--model", str(pairs)], capture_output=True, text=True, timeout=300, env=ENV)
+    result = run_in_process(*evaluate, "--model", str(pairs))
     assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "not a model written by train_retrieval.py" in result.stderr
 
 
 def test_benchmark_script_runs_and_prints_its_figures():
-    result = subprocess.run([sys.executable, str(MEMORY / "benchmark_retrieval.py"), "--memories", "12",
-                             "--messages", "3", "--runs", "2"], capture_output=True, text=True, timeout=300, env=ENV)
+    # a process of its own: the model load it times happens once per process
+    result = run_script(BENCHMARK, "--memories", "12", "--messages", "3", "--runs", "2")
     assert result.returncode == 0, result.stderr
     load = re.search(r"^model load (\d+\.\d\d) s ", result.stdout, re.M)
     per_message = re.search(r"^ms per message against 12 stored memories: (\d+\.\d\d) \(median of 2 runs of 3 "
@@ -165,7 +162,6 @@ def test_benchmark_script_runs_and_prints_its_figures():
 
 
 def test_benchmark_script_bad_option_is_one_line_and_exit_2():
-    result = subprocess.run([sys.executable, str(MEMORY / "benchmark_retrieval.py"), "--runs", "0"],
-                            capture_output=True, text=True, timeout=120, env=ENV)
+    result = run_script(BENCHMARK, "--runs", "0")
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and "--runs" in result.stderr

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import run_script, write_csv
+from conftest import run_in_process, run_script, write_csv
 from llm.unsloth_test import RESULT_FIELDS, append_result, read_results
 
 WITHOUT = "llm/unsloth_test/test_without_unsloth.py"
@@ -48,8 +48,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path) -> dict:
     paths = {"results": root / "results.csv", "logs": root / "logs"}
     common = ("--dataset", str(small_dataset), "--model-dir", str(root / "no_weights"), *SMALL_COUNTS,
               "--results", str(paths["results"]), "--logs-dir", str(paths["logs"]))
-    paths["without"] = run_script(WITHOUT, *common)
-    paths["with"] = run_script(WITH, *common)
+    paths["without"] = run_in_process(WITHOUT, *common)
+    # Where Unsloth can run, a process of its own: importing unsloth patches transformers for the process.
+    paths["with"] = (run_script if UNSLOTH_CAN_RUN else run_in_process)(WITH, *common)
     return paths
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, heavy_modules_after_help, run_script
+from conftest import REPO, heavy_modules_after_help, run_in_process, run_script
 from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER
 from llm.common.inference import Answer
 from llm.common.markers import ANSWER_END, ANSWER_START, strip_markers
@@ -383,7 +383,7 @@ def test_the_script_serves_the_tiny_model_and_answers_as_the_terminal_chat(brows
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONIOENCODING": "utf-8"})
     try:
-        terminal = run_script("llm/run_chat.py", *common, "--memory-db", str(tmp_path / "terminal.db"),
+        terminal = run_in_process("llm/run_chat.py", *common, "--memory-db", str(tmp_path / "terminal.db"),
                               "--prompt", "안녕! 너는 누구야?")
         assert terminal.returncode == 0, terminal.stderr[-2000:]
         [terminal_answer] = [line.removeprefix(BOT_LABEL) for line in terminal.stdout.splitlines()

@@ -4,6 +4,7 @@ import argparse
 import math
 import signal
 import sys
+import warnings
 from collections.abc import Callable
 
 
@@ -35,6 +36,8 @@ def run_main(main: Callable[[], int | None], interrupted_hint: str = "") -> None
     Ctrl-C and SIGTERM end it with one line (and `interrupted_hint`, e.g. how to continue), exit 130 or 143.
     """
     signal.signal(signal.SIGTERM, _raise_terminated)
+    # transformers' deprecation notice raised inside peft and TRL on every run: not the user's business.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         code = main()
     except UserError as error:

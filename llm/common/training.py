@@ -1,7 +1,6 @@
 """LoRA supervised fine-tuning with TRL: the recipe as LoraConfig and SFTConfig, and the one SFTTrainer builder."""
 
 import dataclasses
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,8 +14,6 @@ from llm.common.data import Example, to_prompt_completion
 from llm.common.outputs import save_folder_atomically
 from llm.common.specs import ModelSpec, Recipe
 
-# transformers' deprecation notice raised inside peft and TRL on every run: not the user's business.
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 datasets.disable_progress_bars()  # TRL's tokenizing of a few hundred rows takes milliseconds: no bars for it
 # transformers 5.18+ names it activation_checkpointing; before (transformers 5.17 with trl 1.15, as on the GPU
 # machine and in requirements-unsloth.txt) only gradient_checkpointing, which TRL turns on by default too.
