@@ -1,6 +1,6 @@
 """The web chat (llm/run_chat_web.py): its page in a real browser (Debian's headless Chromium, driven by Selenium),
 first over a scripted stub model (tags, errors and waiting are then certain), then the script itself as a
-process on the tiny stand-in + adapter, whose answer must be the terminal chat's.
+process on the tiny stand-in + adapter (started with the module), whose answer must be the terminal chat's.
 
 The stub page is served once for the module, in a thread, on a free port of 127.0.0.1; every server stops at the
 end. The stub test takes the screenshot after a tagged answer (saved where OHLORA_SCREENSHOT says:
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, heavy_modules_after_help, run_in_process, run_script
+from conftest import heavy_modules_after_help, run_in_process, run_script, start_script
 from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER
 from llm.common.inference import Answer
 from llm.common.markers import ANSWER_END, ANSWER_START, strip_markers
@@ -37,8 +37,9 @@ try:
     import selenium  # noqa: F401
 except ImportError:
     selenium = None
+HAS_BROWSER = selenium is not None and CHROMIUM.is_file() and CHROMEDRIVER.is_file()
 needs_browser = pytest.mark.skipif(
-    selenium is None or not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()),
+    not HAS_BROWSER,
     reason=f"no headless browser: needs {CHROMIUM} and {CHROMEDRIVER} (Debian: apt-get install -y chromium "
            f"chromium-driver; .ci/run installs them as root) and selenium (requirements.txt)")
 
@@ -194,7 +195,7 @@ def test_the_real_model_streams_the_answer_it_returns(trained_polyglot: dict, tm
 
 @pytest.fixture(scope="module")
 def browser():
-    if selenium is None or not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
+    if not HAS_BROWSER:
         pytest.skip("no headless browser")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
@@ -371,20 +372,31 @@ def test_two_tabs_have_their_own_conversations_and_take_turns_on_the_model(brows
         browser.switch_to.window(first.handle)
 
 
-@needs_browser
-def test_the_script_serves_the_tiny_model_and_answers_as_the_terminal_chat(browser, trained_polyglot: dict,
-                                                                           tmp_path: Path):
-    """llm/run_chat_web.py as a process: banner, an answer equal to run_chat.py's with the same seed, memory panel."""
-    port = free_port()
+@pytest.fixture(scope="module", autouse=True)
+def script_server(tmp_path_factory: pytest.TempPathFactory, trained_polyglot: dict):
+    """llm/run_chat_web.py as a process, started with the module so that its seconds of imports and loading
+    overlap the tests above; the last test talks to it and stops it."""
+    if not HAS_BROWSER:
+        yield None
+        return
+    folder = tmp_path_factory.mktemp("web-script")
     common = ["--model-dir", str(trained_polyglot["model_dir"]), "--adapter-dir", str(trained_polyglot["adapter_dir"]),
               "--seed", "11"]
-    server = subprocess.Popen(
-        [sys.executable, str(REPO / SCRIPT), *common, "--memory-db", str(tmp_path / "web.db"), "--port", str(port)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONIOENCODING": "utf-8"})
+    port = free_port()
+    server = start_script(SCRIPT, *common, "--memory-db", str(folder / "web.db"), "--port", str(port))
+    yield {"process": server, "port": port, "common": common, "folder": folder}
+    if server.poll() is None:  # the test failed before it stopped the server
+        server.kill()
+        server.communicate()
+
+
+@needs_browser
+def test_the_script_serves_the_tiny_model_and_answers_as_the_terminal_chat(browser, script_server: dict):
+    """llm/run_chat_web.py as a process: banner, an answer equal to run_chat.py's with the same seed, memory panel."""
+    server, port, common = script_server["process"], script_server["port"], script_server["common"]
     try:
-        terminal = run_in_process("llm/run_chat.py", *common, "--memory-db", str(tmp_path / "terminal.db"),
-                              "--prompt", "안녕! 너는 누구야?")
+        terminal = run_in_process("llm/run_chat.py", *common, "--memory-db", str(script_server["folder"] / "terminal.db"),
+                                  "--prompt", "안녕! 너는 누구야?")
         assert terminal.returncode == 0, terminal.stderr[-2000:]
         [terminal_answer] = [line.removeprefix(BOT_LABEL) for line in terminal.stdout.splitlines()
                              if line.startswith(BOT_LABEL)]
