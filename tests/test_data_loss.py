@@ -9,11 +9,14 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from conftest import REPO
 from llm.chat.chat import Chat
 from llm.common.cli import UserError
 from llm.common.specs import POLYGLOT
@@ -22,6 +25,8 @@ from llm.fine_tuning.program import prepare
 from llm.common.outputs import SAVE_MARKER, OutputError, disk_full, recover_interrupted_save, save_folder_atomically
 from llm.fine_tuning.resume import remove_run_files, scan
 from llm.memory.store import MemoryStore, MemoryUnavailable
+
+FINE_TUNE = "llm/run_fine_tuning_polyglot.py"
 
 
 def test_spent_checkpoints_are_removed_but_nothing_else(tmp_path):
@@ -176,6 +181,27 @@ def test_a_full_disk_is_recognised_without_an_errno(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage._replace(free=10 * 2**30))
     assert not disk_full(tmp_path, error)
     assert disk_full(tmp_path, OSError(28, "No space left on device"))
+
+
+def test_sigterm_stops_a_run_with_a_closed_log_and_says_how_to_continue(tmp_path, small_dataset):
+    logs = tmp_path / "logs"
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / FINE_TUNE), "--dataset", str(small_dataset), "--model-dir", str(tmp_path / "none"),
+         "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(logs), "--epochs", "20"],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    give_up = time.monotonic() + 300  # only so that a hung run fails the test instead of hanging it
+    while not list((tmp_path / "adapter_checkpoints").glob("checkpoint-*/trainer_state.json")):
+        assert process.poll() is None and time.monotonic() < give_up
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143
+    # (on the line of a progress bar, which may also redraw once more as the process exits)
+    assert "terminated (run the same command with --resume to continue from the last saved epoch)\n" in stderr
+    assert "Traceback" not in stderr
+    (log,) = logs.glob("*.txt")
+    assert log.read_text(encoding="utf-8").endswith("\nRUN STOPPED: terminated (SIGTERM)\n")
+    assert not (tmp_path / "adapter").exists()
 
 
 def _immutable(folder: Path) -> bool:
