@@ -264,4 +264,8 @@ def fine_tune(spec: ModelSpec, args: argparse.Namespace) -> int:
         trainer, report = train(run, log)
         if is_main:
             finish(run, trainer, report, log, log_path, matches_before)
+    # The other processes wait for the main one's save and tests, then all leave the process group together: one
+    # that exits still in it can abort in gloo's teardown, and torchrun then stops the main one mid-save.
+    run.state.wait_for_everyone()
+    run.state.destroy_process_group()
     return 0
