@@ -9,14 +9,13 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import REPO
+from conftest import start_script
 from llm.chat.chat import Chat
 from llm.common.cli import UserError
 from llm.common.specs import POLYGLOT
@@ -185,10 +184,8 @@ def test_a_full_disk_is_recognised_without_an_errno(tmp_path, monkeypatch):
 
 def test_sigterm_stops_a_run_with_a_closed_log_and_says_how_to_continue(tmp_path, small_dataset):
     logs = tmp_path / "logs"
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / FINE_TUNE), "--dataset", str(small_dataset), "--model-dir", str(tmp_path / "none"),
-         "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(logs), "--epochs", "20"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = start_script(FINE_TUNE, "--dataset", str(small_dataset), "--model-dir", str(tmp_path / "none"),
+                           "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(logs), "--epochs", "20")
     give_up = time.monotonic() + 300  # only so that a hung run fails the test instead of hanging it
     while not list((tmp_path / "adapter_checkpoints").glob("checkpoint-*/trainer_state.json")):
         assert process.poll() is None and time.monotonic() < give_up

@@ -11,7 +11,7 @@ from peft import PeftModel, get_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer
 
-from llm.common.cli import UserError
+from llm.common.cli import UserError, ignore_library_notices
 from llm.common.models import LoadedModel, first_line, folder_is_empty, folder_model_type, load_local, tiny_notice
 from llm.common.specs import SPECS, ModelSpec
 
@@ -162,9 +162,8 @@ def load_fine_tuned(spec: ModelSpec, model_dir: Path, adapter_dir: Path, device:
     _check_tokenizer(spec, adapter_dir, base, trained_on)
     try:
         with warnings.catch_warnings():
-            # transformers' deprecation notice, raised inside peft on every load: noise for the user; and
+            ignore_library_notices()  # here too for callers that are not scripts
             # peft's missing-keys warning, which _check_weights_fit turns into a clear error.
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             warnings.filterwarnings("ignore", message="Found missing adapter keys", category=UserWarning)
             model = PeftModel.from_pretrained(base.model, adapter_dir, is_trainable=False)
     except (ValueError, TypeError, KeyError, RuntimeError, OSError, SafetensorError) as error:

@@ -30,14 +30,18 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated("terminated (SIGTERM)")
 
 
+def ignore_library_notices() -> None:
+    """transformers' deprecation notice, raised inside peft and TRL on every run and load: not the user's business."""
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
 def run_main(main: Callable[[], int | None], interrupted_hint: str = "") -> None:
     """Run a script's main; a UserError becomes `error: ...` on stderr and exit code 2.
 
     Ctrl-C and SIGTERM end it with one line (and `interrupted_hint`, e.g. how to continue), exit 130 or 143.
     """
     signal.signal(signal.SIGTERM, _raise_terminated)
-    # transformers' deprecation notice raised inside peft and TRL on every run: not the user's business.
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    ignore_library_notices()
     try:
         code = main()
     except UserError as error:
