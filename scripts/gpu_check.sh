@@ -10,10 +10,12 @@
 #   bash scripts/gpu_check.sh --cpu-dry-run [stages]   the same logic here on the CPU: tiny shape, 1-2 epochs
 #
 # What the machine lacks comes as wheels (scripts/fetch_gpu_wheels.sh, here): each call carries the folders it
-# names, and they are collected in /tmp/carried, which outlives a call while the machine stays warm (30 s):
-#   call 1: carry [".whl", ".whl-kiwi-1"]   bash scripts/gpu_check.sh compare
-#   call 2: carry [".whl-kiwi-2"]           bash scripts/gpu_check.sh suite full      (within 30 s of call 1)
-# A wheel cut in two (kiwipiepy_model: 88 MB, over one call's 64 MiB) is joined once both halves are there.
+# names, and they are collected in /tmp/carried, which outlives a call while the machine stays warm (30 s).
+# The plan that fits a session's 15 minutes of device time (docs/gpu.md has the figures it comes from):
+#   call 1: carry [".whl", ".whl-unsloth"]  bash scripts/gpu_check.sh compare full
+#   call 2: carry [".whl-bnb"]              RUN_TESTS=0 bash scripts/unsloth_gpu_check.sh; bash scripts/gpu_check.sh suite
+# The suite then runs without Kiwi (its chat-memory tests fail on the import): kiwipiepy_model is 88 MB, cut in
+# two (.whl-kiwi-1, .whl-kiwi-2), and joined once both halves have come, which takes two more calls.
 # Results go to $OUT, at most 8 files: env.txt, compare.{txt,csv,json}, pytest.txt, full.{txt,csv,json}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,9 +54,9 @@ else
     SHAPE=${SHAPE:-polyglot-ko-1.3b}
     COMPARE_EPOCHS=${COMPARE_EPOCHS:-3}
     FULL_EPOCHS=${FULL_EPOCHS:-60}
-    COMPARE_BUDGET=${COMPARE_BUDGET:-480}
-    FULL_BUDGET=${FULL_BUDGET:-480}
-    SUITE_TIMEOUT=${SUITE_TIMEOUT:-420}
+    COMPARE_BUDGET=${COMPARE_BUDGET:-240}  # the warm-up and 4 variants at 3 epochs (H200, 2026-11-26: 30-65 s each)
+    FULL_BUDGET=${FULL_BUDGET:-270}  # 60 epochs need under 4.5 s each to fit
+    SUITE_TIMEOUT=${SUITE_TIMEOUT:-240}
     SUITE_ARGS=${SUITE_ARGS:-}
     BENCH_ARGS=${BENCH_ARGS:-}
     DATASET=${DATASET:-}  # empty: the project's dataset

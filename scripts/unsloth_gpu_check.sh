@@ -43,6 +43,10 @@ else
     install_tags=()
 fi
 SCRIPT_TIMEOUT=${SCRIPT_TIMEOUT:-270}  # each of the two scripts; the whole command stays under 10 minutes
+# Unsloth's per-block torch.compile failed in its backward with torch 2.11 (the lent H200, 2026-11-26: that run's
+# row and log are committed), so the with side runs without it; WITH_ARGS= (empty) measures Unsloth's default.
+WITH_ARGS=${WITH_ARGS---no-block-compile}
+RUN_TESTS=${RUN_TESTS:-1}  # 0: leave out tests/test_unsloth_test.py (about 100 s on the H200; the suite has it)
 mkdir -p "$OUT" "$WORK"
 # shellcheck source=scripts/carried_wheels.sh
 . scripts/carried_wheels.sh
@@ -70,10 +74,11 @@ status=0
     timeout "$SCRIPT_TIMEOUT" "$PYTHON" llm/unsloth_test/test_without_unsloth.py "${common[@]}" 2>&1 | clean
     echo "exit code ${PIPESTATUS[0]}"
     echo "=== with Unsloth"
-    timeout "$SCRIPT_TIMEOUT" "$PYTHON" llm/unsloth_test/test_with_unsloth.py "${common[@]}" 2>&1 | clean
+    # shellcheck disable=SC2086  # WITH_ARGS: zero or more words
+    timeout "$SCRIPT_TIMEOUT" "$PYTHON" llm/unsloth_test/test_with_unsloth.py "${common[@]}" $WITH_ARGS 2>&1 | clean
     echo "exit code ${PIPESTATUS[0]} (3: Unsloth cannot run here; the row says why)"
 } > "$OUT/run.txt"
-grep -E "^(===|exit code|row appended|inference:|fine-tuning:|unavailable|failed)" "$OUT/run.txt"
+grep -E "^(===|exit code|row appended|inference:|fine-tuning:|unavailable|failed|hint)" "$OUT/run.txt"
 [ -f "$results" ] && cp "$results" "$OUT/results.csv"
 for side in without with; do  # the logs' names have spaces and brackets, which do not come back from $OUT
     log=$(ls -t "$logs"/*"(${side}_unsloth "*").txt" 2>/dev/null | head -1)
@@ -81,8 +86,10 @@ for side in without with; do  # the logs' names have spaces and brackets, which 
 done
 "$PYTHON" llm/unsloth_test/compare.py --results "$results" > "$OUT/compare.md" 2>&1 || status=1
 cat "$OUT/compare.md"
-timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider -rs tests/test_unsloth_test.py 2>&1 | clean > "$OUT/pytest.txt" \
-    || status=1
-tail -n 5 "$OUT/pytest.txt"
+if [ "$RUN_TESTS" = 1 ]; then
+    timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider -rs tests/test_unsloth_test.py 2>&1 | clean > "$OUT/pytest.txt" \
+        || status=1
+    tail -n 5 "$OUT/pytest.txt"
+fi
 echo "results in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 exit $status

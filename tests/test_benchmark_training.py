@@ -5,6 +5,7 @@ this file's budget of about 40 s; the code path is the same.
 """
 
 import csv
+import json
 import re
 import warnings
 from pathlib import Path
@@ -94,7 +95,8 @@ def test_last_line_is_the_total_and_its_projection(single: dict) -> None:
     assert '"projected_60_epochs_s"' in single["summary"].read_text(encoding="utf-8")
 
 
-CPU_SKIPS = {"compiled-test": "CUDA only", "flash-attention-2": "CUDA GPUs only", "tf32": "NVIDIA GPUs"}
+CPU_SKIPS = {"compiled-test": "CUDA only", "compiled-model": "--compile-model alone runs it",
+             "flash-attention-2": "CUDA GPUs only", "tf32": "NVIDIA GPUs"}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's list of variants: a GPU runs others (float32)")
@@ -108,8 +110,9 @@ def test_compare_gives_every_variant_rows_or_a_reason(tmp_path: Path, small_data
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)
     ran = ["plain", "padding-free", "test-one-batch", "static-cache", "attn-eager", "packing", "bfloat16"]
-    assert list(by_variant) == ["plain", "padding-free", "test-one-batch", "static-cache", "compiled-test", "attn-eager",
-                                "flash-attention-2", "packing", "bfloat16", "tf32", "liger"]
+    assert list(by_variant) == ["plain", "test-one-batch", "compiled-model", "padding-free", "static-cache",
+                                "compiled-test", "attn-eager", "flash-attention-2", "packing", "bfloat16", "tf32",
+                                "liger"]
     for name in ran:
         assert [row["epoch"] for row in by_variant[name]] == ["1", "total"], name
         assert all(row["status"] == "ok" for row in by_variant[name])
@@ -134,7 +137,7 @@ def test_compare_gives_every_variant_rows_or_a_reason(tmp_path: Path, small_data
     assert eval_loss("packing") != pytest.approx(eval_loss("plain"), rel=2e-2)
     lines = result.stdout.splitlines()
     assert "| variant | flags | status | s/epoch | vs plain |" in "\n".join(lines)
-    assert sum(line.startswith("| ") for line in lines) == 1 + 11  # the heading and a row per variant
+    assert sum(line.startswith("| ") for line in lines) == 1 + 12  # the heading and a row per variant
     assert any(line.startswith("fastest combination flags: ") for line in lines)
 
 
@@ -190,6 +193,45 @@ def test_flops_count_lora_weights_6_times_and_frozen_ones_4_times() -> None:
     trainable, frozen = bench.matmul_parameters(model)
     assert (trainable, frozen) == (4 * 16 + 32 * 4, 16 * 32 + 32 * 100)
     assert bench.flops_per_token(trainable, frozen) == 6 * trainable + 4 * frozen
+
+
+def test_warm_up_epochs_go_to_the_csv_but_not_into_the_comparison(tmp_path: Path, small_dataset: Path) -> None:
+    output, summary = tmp_path / "compare.csv", tmp_path / "compare.json"
+    result = run_in_process(SCRIPT, "--shape", "tiny", "--epochs", "1", "--dataset", str(small_dataset),
+                            "--output", str(output), "--summary", str(summary), "--compare",
+                            "--variants", "test-one-batch", "--warm-up-epochs", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = rows_of(output)
+    assert [(row["variant"], row["epoch"]) for row in rows] == [
+        ("warm-up", "1"), ("warm-up", "2"), ("warm-up", "total"),
+        ("plain", "1"), ("plain", "total"), ("test-one-batch", "1"), ("test-one-batch", "total")]
+    table = [line for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [line.split(" | ")[0] for line in table[1:]] == ["| plain", "| test-one-batch"]
+    compared = json.loads(summary.read_text(encoding="utf-8"))["variants"]
+    assert [variant["variant"] for variant in compared] == ["plain", "test-one-batch"]
+
+
+def test_warm_up_epochs_only_with_compare() -> None:
+    result = run_in_process(SCRIPT, "--warm-up-epochs", "1")
+    assert result.returncode == 2 and "go with --compare" in result.stderr
+
+
+def test_compile_model_trains_the_same_recipe_through_torch_compile(single: dict, tmp_path: Path,
+                                                                   small_dataset: Path) -> None:
+    # aot_eager traces forward and backward as inductor does, without its code generation (about 50 s on CPU)
+    output = tmp_path / "compiled.csv"
+    result = run_in_process(SCRIPT, "--shape", "tiny", "--epochs", "2", "--dataset", str(small_dataset),
+                            "--output", str(output), "--compile-model", "aot_eager")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = rows_of(output)
+    assert [row["epoch"] for row in rows] == ["1", "2", "total"]
+    assert all(row["flags"] == "--compile-model aot_eager" and row["status"] == "ok" for row in rows)
+    assert "[single] the training steps ran through torch.compile (backend aot_eager)" in result.stdout
+    plain = single["rows"]
+    assert rows[0]["train_tokens"] == plain[0]["train_tokens"]  # the same batches
+    for compiled, eager in zip(rows[:2], plain[:2]):
+        assert float(compiled["eval_loss"]) == pytest.approx(float(eager["eval_loss"]), rel=1e-2)
+    assert bench.speed_from(bench.build_parser().parse_args(["--compile-model"])).flags() == ["--compile-model"]
 
 
 def outcome(name: str, seconds: float, same_recipe: bool = True, status: str = "ok", **speed) -> bench.Outcome:

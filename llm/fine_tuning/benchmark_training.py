@@ -60,6 +60,9 @@ def peak_tflops_for(device_name: str) -> float | None:
     return next((peak for pattern, peak in PEAK_BF16_TFLOPS if re.search(pattern, device_name)), None)
 
 
+COMPILE_BACKEND = "inductor"  # torch.compile's own default
+
+
 @dataclasses.dataclass(frozen=True)
 class Speed:
     """The speed options of one run; all off (the defaults) is the plain recipe."""
@@ -72,6 +75,7 @@ class Speed:
     test_batch_size: int = DEFAULT_BATCH_SIZE
     static_cache: bool = False
     compile_test: bool = False  # implies static_cache
+    compile_model: str | None = None  # a torch.compile backend for the training's steps (the Trainer's torch_compile)
     dtype: str = "auto"
     tf32: bool = False
 
@@ -85,6 +89,8 @@ class Speed:
         flags += ["--liger"] if self.liger else []
         flags += ["--test-batch-size", str(self.test_batch_size)] if self.test_batch_size != DEFAULT_BATCH_SIZE else []
         flags += ["--compile-test"] if self.compile_test else ["--static-cache"] if self.static_cache else []
+        if self.compile_model:
+            flags += ["--compile-model"] + ([self.compile_model] if self.compile_model != COMPILE_BACKEND else [])
         flags += ["--dtype", self.dtype] if self.dtype != "auto" else []
         flags += ["--tf32"] if self.tf32 else []
         return flags
@@ -144,6 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the per-epoch test generates with a static KV cache (not compiled)")
     speed.add_argument("--compile-test", action="store_true",
                        help="the per-epoch test generates with a static KV cache and torch.compile (CUDA only)")
+    speed.add_argument("--compile-model", nargs="?", const=COMPILE_BACKEND, default=None, metavar="BACKEND",
+                       help="the training steps and the eval loss through torch.compile (the Trainer's "
+                            "torch_compile): fewer, fused kernels where each step is launch-bound; BACKEND is "
+                            "torch.compile's (default: %(const)s)")
     speed.add_argument("--dtype", choices=DTYPES, default="auto",
                        help="weights and compute: auto is the scripts' (bf16 on a GPU that has it, else fp32); "
                             "float32 on a GPU trains without bf16 autocast (default: %(default)s)")
@@ -157,6 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
                               "the names are in the table")
     compare.add_argument("--time-budget", type=positive_float, default=None,
                          help="with --compare: start no variant that would end past this many seconds")
+    compare.add_argument("--warm-up-epochs", type=int_range(0, 10), default=None,
+                         help="with --compare: epochs of the plain recipe run first and left out of the table, so "
+                              "that the process's one-off set-up (CUDA libraries, Triton kernels, clocks) is not "
+                              "charged to plain (default: 1 on a GPU, 0 on CPU)")
     return parser
 
 
@@ -164,15 +178,16 @@ def speed_from(args: argparse.Namespace) -> Speed:
     return Speed(attn=args.attn, padding_free=args.padding_free, packing=args.packing,
                  packing_length=args.packing_length, liger=args.liger, test_batch_size=args.test_batch_size,
                  static_cache=args.static_cache or args.compile_test, compile_test=args.compile_test,
-                 dtype=args.dtype, tf32=args.tf32)
+                 compile_model=args.compile_model, dtype=args.dtype, tf32=args.tf32)
 
 
 def check_args(args: argparse.Namespace) -> None:
     """Contradictions between options: one line, before anything is loaded."""
     if args.compare and speed_from(args) != Speed(packing_length=args.packing_length):
         raise UserError("--compare runs each speed option itself: leave out the speed options")
-    if not args.compare and (args.variants is not None or args.time_budget is not None):
-        raise UserError("--variants and --time-budget go with --compare")
+    if not args.compare and (args.variants is not None or args.time_budget is not None
+                             or args.warm_up_epochs is not None):
+        raise UserError("--variants, --time-budget and --warm-up-epochs go with --compare")
     if args.padding_free and args.packing:
         raise UserError("--packing is padding-free already: give one of --packing and --padding-free")
 
@@ -276,8 +291,8 @@ def dtype_of(speed: Speed, machine: Machine):
     return {"auto": machine.default_dtype, "bfloat16": torch.bfloat16, "float32": torch.float32}[speed.dtype]
 
 
-def unavailable(speed: Speed, spec: ModelSpec, machine: Machine) -> str | None:
-    """Why these options cannot run here, or None."""
+def unavailable(speed: Speed, spec: ModelSpec, machine: Machine, comparing: bool = False) -> str | None:
+    """Why these options cannot (or, in a comparison, need not) run here, or None."""
     from importlib.util import find_spec
 
     on_gpu = machine.device == "cuda"
@@ -297,6 +312,9 @@ def unavailable(speed: Speed, spec: ModelSpec, machine: Machine) -> str | None:
             return f"Liger has no kernels for {spec.architecture} ({spec.display_name})"
     if speed.compile_test and not on_gpu:
         return "transformers compiles generation with a static cache on CUDA only (on CPU it would run uncompiled)"
+    if comparing and speed.compile_model and not on_gpu:
+        return ("compiling is for the GPU here: on this CPU it costs more than the whole comparison (about 50 s "
+                "for the tiny stand-in); --compile-model alone runs it")
     if speed.tf32 and (not on_gpu or machine.capability < (8, 0)):
         return "TF32 is a matrix mode of NVIDIA GPUs of compute capability 8.0 (Ampere) or newer"
     if speed.dtype == "bfloat16" and not machine.bf16:
@@ -326,6 +344,15 @@ def build_loaded(spec: ModelSpec, shape: str, splits, device: str, dtype, attn: 
     with torch.device(device):  # created in place: no copy in another dtype or on another device on the way
         model = AutoModelForCausalLM.from_config(full_size_config(spec, tokenizer), dtype=dtype, **built.load_kwargs)
     return LoadedModel(model, tokenizer, tiny_dir, is_tiny=False)
+
+
+def check_compiled(model, backend: str, name: str) -> None:
+    """The Trainer compiles the model it trains only when its accelerate is new enough: say which happened."""
+    import torch
+
+    if not isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
+        raise RuntimeError(f"--compile-model: the Trainer trained {type(model).__name__}, not a compiled module")
+    print(f"[{name}] the training steps ran through torch.compile (backend {backend})")
 
 
 def matmul_parameters(model) -> tuple[int, int]:
@@ -537,9 +564,9 @@ class Bench:
         print(f"[{variant.name}] {status}")
         return Outcome(variant, status, [])
 
-    def run_variant(self, variant: Variant) -> Outcome:
+    def run_variant(self, variant: Variant, epochs: int | None = None) -> Outcome:
         """Build a fresh model, run the fine-tuning's training with the variant's options, write its rows."""
-        reason = unavailable(variant.speed, self.spec, self.machine)
+        reason = unavailable(variant.speed, self.spec, self.machine, comparing=self.args.compare)
         if reason is not None:
             return self.skip(variant, reason)
         started = time.perf_counter()
@@ -554,7 +581,7 @@ class Bench:
         if variant.speed.tf32:
             torch.set_float32_matmul_precision("high")  # TF32 for float32 matrix products
         try:
-            outcome = self._train(variant, dtype, base)
+            outcome = self._train(variant, dtype, base, epochs or self.args.epochs)
         except Exception as error:  # recorded, so that a comparison goes on with the next variant
             text = str(error).strip()
             status = f"failed: {type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
@@ -583,7 +610,7 @@ class Bench:
         if hasattr(torch, "_dynamo"):
             torch._dynamo.reset()  # compiled graphs of the last model hold its tensors
 
-    def _train(self, variant: Variant, dtype, base: dict) -> Outcome:
+    def _train(self, variant: Variant, dtype, base: dict, epochs: int) -> Outcome:
         dtype_text = base["dtype"]
         import tempfile
 
@@ -595,7 +622,7 @@ class Bench:
 
         args, speed, spec = self.args, variant.speed, self.spec
         is_tiny = args.shape in TINY_SHAPES
-        recipe = dataclasses.replace(Recipe(**TINY_RECIPE) if is_tiny else Recipe(), epochs=args.epochs)
+        recipe = dataclasses.replace(Recipe(**TINY_RECIPE) if is_tiny else Recipe(), epochs=epochs)
         loaded = build_loaded(spec, args.shape, self.splits, self.machine.device, dtype, speed.attn, recipe.seed)
         check_fits_context(self.splits, loaded.tokenizer, loaded.model.config.max_position_embeddings)
         generation = loaded.model.generation_config
@@ -610,13 +637,15 @@ class Bench:
             overrides.update(packing=True, max_length=speed.packing_length)
         if speed.liger:
             overrides["use_liger_kernel"] = True
+        if speed.compile_model:
+            overrides.update(torch_compile=True, torch_compile_backend=speed.compile_model)
 
         def emit(times: EpochTimes) -> None:  # called at each epoch's end; LoRA is attached by then
             flops = flops_per_token(*timer.parameters)
             append_row(self.output, self.epoch_row(base, times, flops))
             print(self.epoch_line(times, flops))
 
-        timer = make_timer(self.machine.device == "cuda", args.epochs, args.max_seconds, emit)
+        timer = make_timer(self.machine.device == "cuda", epochs, args.max_seconds, emit)
         with tempfile.TemporaryDirectory(prefix="benchmark_training-") as work:
             work = Path(work)
             run = program.Run(
@@ -634,6 +663,8 @@ class Bench:
             trainer, report = program.train(run, _Details(), callbacks=[timer], test_batch_size=speed.test_batch_size,
                                             on_epoch_summary=timer.summary, **overrides)
             run_s = time.perf_counter() - started
+            if speed.compile_model:
+                check_compiled(trainer.model_wrapped, speed.compile_model, variant.name)
             del trainer, report, run, loaded
         rows = timer.rows
         total = timer.train_end - timer.train_begin
@@ -665,18 +696,25 @@ class Bench:
 # ---------------------------------------------------------------- comparing
 
 
+WARM_UP = "warm-up"  # the variant name of the --warm-up-epochs rows in the CSV
+
+
 def compare_variants(spec: ModelSpec, machine: Machine, valid_prompts: int) -> list[Variant]:
-    """Plain first, then each speed option alone; Liger last, since it patches transformers' modules for good."""
+    """Plain first, then each speed option alone, the likeliest gains first (a --time-budget skips the last);
+    Liger last, since it patches transformers' modules for good."""
     own = spec.load_kwargs.get("attn_implementation", "sdpa")
     other = "eager" if own != "eager" else "sdpa"
     gemma = spec.architecture == "gemma2"
     on_gpu = machine.device == "cuda"
     variants = [
         Variant("plain", Speed(), True, "the recipe as the fine-tuning scripts run it"),
-        Variant("padding-free", Speed(padding_free=True), True,
-                "same batches without pad tokens; sequences kept apart by their position ids"),
         Variant("test-one-batch", Speed(test_batch_size=valid_prompts), True,
                 f"the per-epoch test's {valid_prompts} prompts in one generate() call"),
+        Variant("compiled-model", Speed(compile_model=COMPILE_BACKEND), True,
+                "the training steps and the eval loss through torch.compile: the same recipe, but its dropout "
+                "draws from another random stream, so the losses differ a little"),
+        Variant("padding-free", Speed(padding_free=True), True,
+                "same batches without pad tokens; sequences kept apart by their position ids"),
         Variant("static-cache", Speed(static_cache=True), True, "the per-epoch test with a static KV cache"),
         Variant("compiled-test", Speed(static_cache=True, compile_test=True), True,
                 "the per-epoch test with a static KV cache and torch.compile"),
@@ -815,6 +853,12 @@ def main() -> int:
               "the per-epoch test costs more than with a trained model.")
     bench = Bench(args, spec, machine, splits, output)
     started = time.perf_counter()
+    warm_up_epochs = args.warm_up_epochs if args.warm_up_epochs is not None else int(machine.device == "cuda")
+    if args.compare and warm_up_epochs:
+        # Measured on the lent H200: plain's first epoch took 36.6 s when it ran first, the next variant's 11.5 s.
+        print(f"[warm-up] {warm_up_epochs} epoch{'s' if warm_up_epochs != 1 else ''} of the plain recipe, "
+              f"not compared: the process's one-off set-up goes here")
+        bench.run_variant(Variant(WARM_UP, Speed(), True), epochs=warm_up_epochs)
     outcomes: list[Outcome] = []
     for variant in variants:
         if args.time_budget is not None and outcomes:

@@ -20,6 +20,11 @@ RESULT_FIELDS = (
     "inference_process_mb", "finetune_process_mb", "status",
 )
 STATUS_OK = "ok"
+# The results.csv `unsloth` column: which side a row measured.
+WITHOUT = "without"
+WITH = "with"
+WITH_NO_BLOCK_COMPILE = "with (UNSLOTH_BLOCK_COMPILE=0)"  # Unsloth without its per-block torch.compile
+WITH_SIDES = (WITH, WITH_NO_BLOCK_COMPILE)
 DEFAULT_LOGS_DIR = Path(__file__).resolve().parent / "logs"
 UNSLOTH_SHAPES = (GEMMA.shape,)  # Unsloth has no fast path for GPT-NeoX, so only Gemma is compared
 # The original experiment: 25 valid prompts, 20 train pairs x 3 epochs.
@@ -55,8 +60,18 @@ def build_parser(with_unsloth: bool) -> argparse.ArgumentParser:
                         help="where the log goes (default: %(default)s)")
     parser.add_argument("--machine", default=None,
                         help="how to name this machine in the results (default: host name, CPU cores and RAM)")
+    if with_unsloth:
+        parser.add_argument("--no-block-compile", action="store_true",
+                            help="turn off Unsloth's torch.compile of each decoder block (UNSLOTH_BLOCK_COMPILE=0; "
+                                 "the row says so): with torch 2.11 its backward failed to compile on the lent "
+                                 "H200 (docs/gpu.md)")
     add_trust_pickled_option(parser)
     return parser
+
+
+def with_side(args: argparse.Namespace) -> str:
+    """The `unsloth` column of a with-Unsloth row."""
+    return WITH_NO_BLOCK_COMPILE if args.no_block_compile else WITH
 
 
 

@@ -32,7 +32,7 @@ from llm.common.models import (
     check_model_folder, ensure_tiny_model, folder_is_empty, load_local, load_tokenizer, pick_device, tiny_notice,
 )
 from llm.common.training import build_trainer, lora_config
-from llm.unsloth_test import RESULT_FIELDS, STATUS_OK, append_result, read_results
+from llm.unsloth_test import RESULT_FIELDS, STATUS_OK, WITHOUT, append_result, read_results, with_side
 from llm.common.specs import (
     DEFAULT_BATCH_SIZE, GEMMA, MAX_LENGTH, SHAPES, TINY_CONTEXT, ModelSpec, Recipe, repo_relative,
 )
@@ -59,12 +59,13 @@ class Subject:
 class Backend:
     """What differs between the two scripts; everything else is shared so that the work is the same."""
 
-    unsloth: str  # "with" or "without": the results.csv `unsloth` column
+    unsloth: str  # the results.csv `unsloth` column: WITHOUT or one of WITH_SIDES
     load: Callable[[Subject, str, torch.dtype, Path], tuple[PreTrainedModel, PreTrainedTokenizerBase]]
     # Returns the model to train and the LoraConfig for SFTTrainer (None when LoRA is attached already).
     attach_lora: Callable[[PreTrainedModel, LoraConfig, Recipe], tuple[PreTrainedModel, LoraConfig | None]]
     prepare_inference: Callable[[PreTrainedModel], None] = lambda model: None
     libraries: tuple[str, ...] = LIBRARIES  # versions printed in the log
+    failure_hint: Callable[[BaseException], str | None] = lambda error: None  # what to try after a failure
 
 
 def describe_model(args: argparse.Namespace) -> tuple[ModelSpec, str, str]:
@@ -139,7 +140,7 @@ def load_plain(subject: Subject, device: str, dtype: torch.dtype,
 
 
 # Without Unsloth, SFTTrainer attaches LoRA itself from the LoraConfig.
-PLAIN = Backend("without", load_plain, lambda model, config, recipe: (model, config))
+PLAIN = Backend(WITHOUT, load_plain, lambda model, config, recipe: (model, config))
 
 
 def describe_device(device: str, dtype: torch.dtype) -> str:
@@ -188,8 +189,9 @@ def _one_line(error: BaseException) -> str:
 
 def _header(backend: Backend, subject: Subject, args: argparse.Namespace, device_text: str,
             recipe: Recipe) -> str:
+    side, _, setting = backend.unsloth.partition(" ")
     return "\n".join([
-        f"Oh-LoRA Unsloth test, {backend.unsloth.upper()} Unsloth: {subject.label}",
+        f"Oh-LoRA Unsloth test, {side.upper()} Unsloth{' ' + setting if setting else ''}: {subject.label}",
         f"command: {_command()}",
         f"weights: {repo_relative(subject.weights_dir) if subject.weights_dir else 'none (built from the config)'}",
         f"device: {device_text}",
@@ -227,7 +229,7 @@ def run(backend: Backend, args: argparse.Namespace) -> int:
     recipe = Recipe(epochs=args.epochs)
     device_text = describe_device(device, dtype)
     row = new_row(args, backend.unsloth, subject.label, device_text)
-    log_path = log_file_path(args.logs_dir, f"{backend.unsloth}_unsloth {subject.short}")
+    log_path = log_file_path(args.logs_dir, f"{backend.unsloth.split()[0]}_unsloth {subject.short}")
 
     with RunLog(log_path), tempfile.TemporaryDirectory(prefix="unsloth_test-") as workdir:
         if subject.notice:
@@ -254,6 +256,10 @@ def run(backend: Backend, args: argparse.Namespace) -> int:
             row["status"] = f"failed: {_one_line(error)}"
             append_result(args.results, row)
             print(f"{row['status']} (row appended to {repo_relative(args.results)})")
+            hint = backend.failure_hint(error)
+            if hint:
+                print(hint)
+                print(hint, file=sys.stderr)
             if isinstance(error, torch.OutOfMemoryError):  # an expected outcome on a small GPU, not a bug
                 return 1
             raise
@@ -270,7 +276,7 @@ def record_unavailable(reason: str, args: argparse.Namespace) -> int:
     read_results(args.results)
     _, label, short = describe_model(args)
     status = f"unavailable: {reason}"
-    row = new_row(args, "with", label, describe_device(*pick_device())) | {"status": status}
+    row = new_row(args, with_side(args), label, describe_device(*pick_device())) | {"status": status}
     log_path = log_file_path(args.logs_dir, f"with_unsloth {short}")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(

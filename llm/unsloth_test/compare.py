@@ -13,7 +13,7 @@ try:
     from llm.common.cli import ArgumentParser, UserError, run_main
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
-from llm.unsloth_test import DEFAULT_RESULTS, STATUS_OK, read_results
+from llm.unsloth_test import DEFAULT_RESULTS, STATUS_OK, WITH_SIDES, WITHOUT, read_results
 
 MATCH_KEYS = ("model", "device", "prompts", "train_pairs", "epochs")
 
@@ -35,11 +35,11 @@ def latest_pair(rows: list[dict[str, str]], model: str | None = None) -> tuple[d
           if row["status"] == STATUS_OK and (model is None or row["model"] == model)]
     best: tuple[int, dict, dict] | None = None
     for with_index, with_row in ok:
-        if with_row["unsloth"] != "with":
+        if with_row["unsloth"] not in WITH_SIDES:
             continue
         key = [with_row[name] for name in MATCH_KEYS]
         matches = [(index, row) for index, row in ok
-                   if row["unsloth"] == "without" and [row[name] for name in MATCH_KEYS] == key]
+                   if row["unsloth"] == WITHOUT and [row[name] for name in MATCH_KEYS] == key]
         if matches:
             without_index, without_row = matches[-1]
             newest = max(with_index, without_index)
@@ -68,7 +68,7 @@ def table(with_row: dict[str, str], without_row: dict[str, str]) -> str:
         f"with Unsloth: {with_row['date']}, without: {without_row['date']}; "
         f"peak memory is {without_row['peak_memory_kind']}",
         "",
-        "| | with Unsloth | without Unsloth | saving |",
+        f"| | with Unsloth{with_row['unsloth'].removeprefix('with')} | without Unsloth | saving |",
         "|---|---:|---:|---:|",
     ]
     for label, column, unit in figures:
@@ -87,7 +87,7 @@ def main() -> int:
     rows = read_results(args.results)
     pair = latest_pair(rows, args.model)
     if pair is None:
-        with_rows = [row for row in rows if row["unsloth"] == "with" and args.model in (None, row["model"])]
+        with_rows = [row for row in rows if row["unsloth"] in WITH_SIDES and args.model in (None, row["model"])]
         if not with_rows:
             why = " (no with-Unsloth run recorded)"
         elif with_rows[-1]["status"] != STATUS_OK:

@@ -4,9 +4,11 @@ Imported only once llm.unsloth_test.unsloth_unavailable() has imported unsloth (
 peft and trl before they load). The calls follow Unsloth's documented API (FastLanguageModel.from_pretrained,
 get_peft_model, for_inference, for_training) of the version pinned in requirements-unsloth.txt; their argument
 names were checked against unsloth 2026.10.9's source, and a whole run went through with its CPU fallback and
-the GPU machine's library versions (transformers 5.17, trl 1.15): docs/gpu.md. Its GPU path is not run yet.
+the GPU machine's library versions (transformers 5.17, trl 1.15): docs/gpu.md. On a lent H200 (torch 2.11) its
+inference ran and its fine-tuning failed in Unsloth's per-block torch.compile: block_compile_hint.
 """
 
+import os
 from pathlib import Path
 
 import torch
@@ -15,7 +17,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llm.common.models import load_tokenizer, prepare_tokenizer, save_in_hub_layout
 from llm.common.specs import Recipe
-from llm.unsloth_test import bench
+from llm.unsloth_test import WITH, bench
 
 
 def load_with_unsloth(subject: bench.Subject, device: str, dtype: torch.dtype,
@@ -60,5 +62,13 @@ def prepare_inference_with_unsloth(model: PreTrainedModel) -> None:
     FastLanguageModel.for_inference(model)
 
 
-UNSLOTH = bench.Backend("with", load_with_unsloth, attach_lora_with_unsloth, prepare_inference_with_unsloth,
-                        bench.LIBRARIES + ("unsloth", "unsloth_zoo"))
+def block_compile_hint(error: BaseException) -> str | None:
+    """Unsloth compiles each decoder block; with torch 2.11 the backward of Gemma-2's failed to compile."""
+    if type(error).__name__ != "InductorError" or os.environ.get("UNSLOTH_BLOCK_COMPILE") == "0":
+        return None
+    return ("hint: torch.compile failed inside Unsloth's compiled decoder blocks (seen with torch 2.11 on an H200; "
+            "like pytorch/pytorch#181735); run again with --no-block-compile to measure Unsloth without that compile")
+
+
+UNSLOTH = bench.Backend(WITH, load_with_unsloth, attach_lora_with_unsloth, prepare_inference_with_unsloth,
+                        bench.LIBRARIES + ("unsloth", "unsloth_zoo"), block_compile_hint)
