@@ -707,7 +707,8 @@ def compare_variants(spec: ModelSpec, machine: Machine, valid_prompts: int) -> l
     gemma = spec.architecture == "gemma2"
     on_gpu = machine.device == "cuda"
     variants = [
-        Variant("plain", Speed(), True, "the recipe as the fine-tuning scripts run it"),
+        Variant("plain", Speed(), True, "the recipe as the fine-tuning scripts run it on CPU (on a GPU they "
+                "answer the per-epoch test in one batch, as test-one-batch)"),
         Variant("test-one-batch", Speed(test_batch_size=valid_prompts), True,
                 f"the per-epoch test's {valid_prompts} prompts in one generate() call"),
         Variant("compiled-model", Speed(compile_model=COMPILE_BACKEND), True,
