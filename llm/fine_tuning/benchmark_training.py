@@ -9,10 +9,12 @@ speed option on the same machine, and prints a table of their ratios. docs/gpu.m
 """
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import io
 import json
+import os
 import re
 import sys
 import time
@@ -75,7 +77,7 @@ class Speed:
     test_batch_size: int = DEFAULT_BATCH_SIZE
     static_cache: bool = False
     compile_test: bool = False  # implies static_cache
-    compile_model: str | None = None  # a torch.compile backend for the training's steps (the Trainer's torch_compile)
+    compile_model: str | None = None  # a torch.compile backend for the decoder layers in training (regional_compilation)
     dtype: str = "auto"
     tf32: bool = False
 
@@ -151,9 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--compile-test", action="store_true",
                        help="the per-epoch test generates with a static KV cache and torch.compile (CUDA only)")
     speed.add_argument("--compile-model", nargs="?", const=COMPILE_BACKEND, default=None, metavar="BACKEND",
-                       help="the training steps and the eval loss through torch.compile (the Trainer's "
-                            "torch_compile): fewer, fused kernels where each step is launch-bound; BACKEND is "
-                            "torch.compile's (default: %(const)s)")
+                       help="the decoder layers through torch.compile in the training steps and the eval loss "
+                            "(the Trainer's torch_compile, as accelerate's regional compilation: one layer compiled, "
+                            "reused by all; the LM head and TRL's loss stay as they are): fewer, fused kernels "
+                            "where each step is launch-bound; BACKEND is torch.compile's (default: %(const)s)")
     speed.add_argument("--dtype", choices=DTYPES, default="auto",
                        help="weights and compute: auto is the scripts' (bf16 on a GPU that has it, else fp32); "
                             "float32 on a GPU trains without bf16 autocast (default: %(default)s)")
@@ -261,7 +264,6 @@ class Machine:
 
 
 def describe_machine(peak_tflops: float | None) -> Machine:
-    import os
 
     import torch
 
@@ -313,7 +315,7 @@ def unavailable(speed: Speed, spec: ModelSpec, machine: Machine, comparing: bool
     if speed.compile_test and not on_gpu:
         return "transformers compiles generation with a static cache on CUDA only (on CPU it would run uncompiled)"
     if comparing and speed.compile_model and not on_gpu:
-        return ("compiling is for the GPU here: on this CPU it costs more than the whole comparison (about 50 s "
+        return ("compiling is for the GPU here: on this CPU it costs more than the whole comparison (about 25 s "
                 "for the tiny stand-in); --compile-model alone runs it")
     if speed.tf32 and (not on_gpu or machine.capability < (8, 0)):
         return "TF32 is a matrix mode of NVIDIA GPUs of compute capability 8.0 (Ampere) or newer"
@@ -346,13 +348,35 @@ def build_loaded(spec: ModelSpec, shape: str, splits, device: str, dtype, attn: 
     return LoadedModel(model, tokenizer, tiny_dir, is_tiny=False)
 
 
+@contextlib.contextmanager
+def regional_compilation(on: bool):
+    """The Trainer's torch_compile as accelerate's regional compilation, which the Trainer's own arguments cannot
+    ask for: accelerate reads it from the environment when the Trainer makes its TorchDynamoPlugin.
+
+    Regional, because compiling the whole model would take in TRL 1.15's fused LM head, Triton kernels launched
+    on data-dependent shapes: torch 2.11's inductor failed on a graph of that kind in Unsloth's run on the H200.
+    """
+    name = "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"
+    before = os.environ.get(name)
+    if on:
+        os.environ[name] = "1"
+    try:
+        yield
+    finally:
+        if on:
+            os.environ.pop(name) if before is None else os.environ.__setitem__(name, before)
+
+
 def check_compiled(model, backend: str, name: str) -> None:
-    """The Trainer compiles the model it trains only when its accelerate is new enough: say which happened."""
+    """Say which layers the Trainer trained through torch.compile; none is an error, not a quiet plain run."""
     import torch
 
-    if not isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
-        raise RuntimeError(f"--compile-model: the Trainer trained {type(model).__name__}, not a compiled module")
-    print(f"[{name}] the training steps ran through torch.compile (backend {backend})")
+    compiled = [module for module in model.modules() if isinstance(module, torch._dynamo.eval_frame.OptimizedModule)]
+    if not compiled:
+        raise RuntimeError(f"--compile-model: the Trainer trained {type(model).__name__} with no compiled layer")
+    kinds = sorted({type(module._orig_mod).__name__ for module in compiled})
+    print(f"[{name}] the training steps ran through torch.compile (backend {backend}): {len(compiled)} compiled "
+          f"regions ({', '.join(kinds)})")
 
 
 def matmul_parameters(model) -> tuple[int, int]:
@@ -660,8 +684,10 @@ class Bench:
                   f"{sum(matmul_parameters(loaded.model)):,} of them in matrix products; {dtype_text}; attention "
                   f"{loaded.model.config._attn_implementation}")
             started = time.perf_counter()
-            trainer, report = program.train(run, _Details(), callbacks=[timer], test_batch_size=speed.test_batch_size,
-                                            on_epoch_summary=timer.summary, **overrides)
+            with regional_compilation(bool(speed.compile_model)):
+                trainer, report = program.train(run, _Details(), callbacks=[timer],
+                                                test_batch_size=speed.test_batch_size,
+                                                on_epoch_summary=timer.summary, **overrides)
             run_s = time.perf_counter() - started
             if speed.compile_model:
                 check_compiled(trainer.model_wrapped, speed.compile_model, variant.name)
@@ -712,7 +738,7 @@ def compare_variants(spec: ModelSpec, machine: Machine, valid_prompts: int) -> l
         Variant("test-one-batch", Speed(test_batch_size=valid_prompts), True,
                 f"the per-epoch test's {valid_prompts} prompts in one generate() call"),
         Variant("compiled-model", Speed(compile_model=COMPILE_BACKEND), True,
-                "the training steps and the eval loss through torch.compile: the same recipe, but its dropout "
+                "the decoder layers through torch.compile in training and eval: the same recipe, but its dropout "
                 "draws from another random stream, so the losses differ a little"),
         Variant("padding-free", Speed(padding_free=True), True,
                 "same batches without pad tokens; sequences kept apart by their position ids"),
