@@ -11,7 +11,7 @@ try:
     from llm.chat.options import add_chat_options, parse_chat_args
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
-from llm.common.cli import ArgumentParser, run_main
+from llm.common.cli import ArgumentParser, run_main, to_stderr
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +34,7 @@ def main() -> int:
     from llm.chat.loading import load_chat_model
 
     model = load_chat_model(args)
-    warn = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731 (notices stay off stdout's transcript)
+    warn = to_stderr  # notices stay off stdout's transcript
     memory, memory_off = (None, "memory is off (--no-memory)") if args.no_memory else open_memory(args.memory_db, warn)
     chat = Chat(model.answer, memory, say=lambda text: print(text, flush=True), warn=warn, memory_off_reason=memory_off,
                 too_long=model.too_long(), show_recall=args.show_recall)

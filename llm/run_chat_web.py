@@ -11,7 +11,7 @@ try:
     from llm.chat.options import add_chat_options, add_web_options, check_can_listen, parse_chat_args
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
-from llm.common.cli import ArgumentParser, run_main
+from llm.common.cli import ArgumentParser, run_main, to_stderr
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,7 @@ def main() -> int:
     from llm.chat.loading import load_chat_model
 
     model = load_chat_model(args)
-    warn = lambda text: print(text, file=sys.stderr, flush=True)  # noqa: E731
+    warn = to_stderr  # notices stay off stdout's transcript
     memory, memory_off = (None, "memory is off (--no-memory)") if args.no_memory else open_memory(args.memory_db, warn)
     from llm.chat.web import Backend, build_app, serve
 

@@ -2,7 +2,6 @@
 llm.common.inference.generate_answers, one generation at a time, optionally streaming the text as it comes."""
 
 import argparse
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,15 +10,12 @@ from transformers import PreTrainedTokenizerBase, set_seed
 from transformers.generation.streamers import BaseStreamer
 
 from llm.common.adapters import load_fine_tuned
+from llm.common.cli import to_stderr
 from llm.common.inference import Answer, generate_answers, length_guard
 from llm.common.markers import ANSWER_END
 from llm.common.merged import check_not_merged, load_merged
 from llm.common.models import LoadedModel, pick_device
 from llm.common.specs import SPECS, ModelSpec
-
-
-def _to_stderr(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 class _TextSoFar(BaseStreamer):
@@ -105,7 +101,7 @@ class ChatModel:
                 f"fine-tuned for a few steps: the pipeline is real, the answers are not Oh-LoRA's.")
 
 
-def load_chat_model(args: argparse.Namespace, say: Callable[[str], None] | None = _to_stderr) -> ChatModel:
+def load_chat_model(args: argparse.Namespace, say: Callable[[str], None] | None = to_stderr) -> ChatModel:
     """The model the chat options name; every way it can be wrong is one UserError line. Seeds after loading."""
     spec = SPECS[args.model]
     device, dtype = pick_device()

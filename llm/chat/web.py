@@ -21,7 +21,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the
 import gradio as gr  # noqa: E402
 
 from llm.chat.chat import EMPTY_ANSWER, Chat, HasText, MessageTooLong, Turn, visible_text  # noqa: E402
-from llm.common.cli import UserError  # noqa: E402
+from llm.common.cli import UserError, first_line  # noqa: E402
 from llm.memory.store import MemoryStore, MemoryUnavailable  # noqa: E402
 
 Answerer = Callable[[str, Callable[[str], None] | None], HasText]  # (model input, on_text or None) -> the answer
@@ -64,10 +64,6 @@ def shown_so_far(raw: str) -> str:
     return EMPTY_ANSWER if _TAG_BEING_WRITTEN.match(raw) else visible_text(raw)
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-
-
 class Conversation:
     """One browser tab's chat: its own turns and /why, the shared memory and model."""
 
@@ -107,8 +103,8 @@ class Conversation:
                 events.put(("refused", f"({error})"))
             except Exception as error:  # noqa: BLE001 (the page keeps serving whatever the model does)
                 self.backend.log(f"web chat: the model failed on a message: {type(error).__name__}: "
-                                 f"{_first_line(error)}")
-                events.put(("failed", f"(she could not answer: {type(error).__name__}: {_first_line(error)}; "
+                                 f"{first_line(error)[:300]}")
+                events.put(("failed", f"(she could not answer: {type(error).__name__}: {first_line(error)[:300]}; "
                                       f"nothing was stored, send it again)"))
 
         threading.Thread(target=work, name="web-chat-turn", daemon=True).start()
@@ -239,7 +235,7 @@ def launch(app: gr.Blocks, host: str, port: int) -> str:
                    inbrowser=False, show_error=False, ssr_mode=False, mcp_server=False, pwa=False,
                    enable_monitoring=False, footer_links=[], theme=THEME, css=CSS)
     except OSError as error:
-        raise UserError(f"--port {port}: cannot listen on {host}:{port} ({_first_line(error)}); "
+        raise UserError(f"--port {port}: cannot listen on {host}:{port} ({first_line(error)[:300]}); "
                         f"choose another port with --port") from None
     return f"http://{host}:{port}/"
 

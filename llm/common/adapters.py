@@ -1,7 +1,6 @@
 """A saved LoRA adapter on its base model, ready to answer; every way the adapter folder can be wrong is one line."""
 
 import json
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +10,8 @@ from peft import PeftModel, get_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer
 
-from llm.common.cli import UserError, ignore_library_notices
-from llm.common.models import LoadedModel, first_line, folder_is_empty, folder_model_type, load_local, tiny_notice
+from llm.common.cli import UserError, first_line, ignore_library_notices, to_stderr
+from llm.common.models import LoadedModel, folder_is_empty, folder_model_type, load_local, tiny_notice
 from llm.common.specs import SPECS, ModelSpec
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -21,10 +20,6 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 class AdapterError(UserError):
     """The adapter folder is absent, corrupt, or made for another base model."""
-
-
-def _to_stderr(text: str) -> None:
-    print(text, file=sys.stderr)
 
 
 def _training_command(spec: ModelSpec, adapter_dir: Path) -> str:
@@ -140,7 +135,7 @@ def _check_weights_fit(spec: ModelSpec, adapter_dir: Path, model: PeftModel, sav
 
 
 def load_fine_tuned(spec: ModelSpec, model_dir: Path, adapter_dir: Path, device: str, dtype: torch.dtype,
-                    say: Callable[[str], None] | None = _to_stderr, trust_pickled: bool = False) -> LoadedModel:
+                    say: Callable[[str], None] | None = to_stderr, trust_pickled: bool = False) -> LoadedModel:
     """The base model with the saved adapter attached, in eval mode; AdapterError (one line) if it does not fit.
 
     When model_dir has no weights, the base is the one the adapter was trained on (the tiny stand-in, whose

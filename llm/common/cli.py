@@ -30,6 +30,22 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated("terminated (SIGTERM)")
 
 
+def to_stderr(text: str) -> None:
+    """Where notices go by default: off stdout, which may be a transcript or a pipe."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none): for one-line reports."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def error_line(error: BaseException) -> str:
+    """`Type: first line of the message`, or the type alone when the message is empty."""
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
 def ignore_library_notices() -> None:
     """transformers' deprecation notice, raised inside peft and TRL on every run and load: not the user's business."""
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)

@@ -8,7 +8,6 @@ that it is never used as a base for a second copy of the adapter).
 """
 
 import json
-import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from llm.common.adapters import load_fine_tuned
-from llm.common.cli import UserError
+from llm.common.cli import UserError, to_stderr
 from llm.common.inference import MAX_LENGTH
 from llm.common.markers import ANSWER_END
 from llm.common.models import LoadedModel, folder_is_empty, load_local, read_config, save_in_hub_layout
@@ -31,10 +30,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 class MergedError(UserError):
     """A merged folder that is absent, or one used where a base model is expected."""
-
-
-def _to_stderr(text: str) -> None:
-    print(text, file=sys.stderr)
 
 
 def is_merged_folder(folder: Path) -> bool:
@@ -83,7 +78,7 @@ def base_dtype(model_dir: Path) -> torch.dtype:
 
 
 def merge_into_folder(spec: ModelSpec, model_dir: Path, adapter_dir: Path, output_dir: Path,
-                      trust_pickled: bool = False, say: Callable[[str], None] | None = _to_stderr) -> dict:
+                      trust_pickled: bool = False, say: Callable[[str], None] | None = to_stderr) -> dict:
     """Merge the adapter into its base (in fp32 on the CPU) and save the result atomically at output_dir, in the
     base's dtype; returns what ohlora_merged.json records. The adapter's errors are load_fine_tuned's lines."""
     model_dir, adapter_dir, output_dir = Path(model_dir), Path(adapter_dir), Path(output_dir)
@@ -130,7 +125,7 @@ def merged_tiny_notice(spec: ModelSpec, merged_dir: Path) -> str:
 
 
 def load_merged(spec: ModelSpec, merged_dir: Path, device: str, dtype: torch.dtype, trust_pickled: bool = False,
-                say: Callable[[str], None] | None = _to_stderr) -> LoadedModel:
+                say: Callable[[str], None] | None = to_stderr) -> LoadedModel:
     """A merged folder, checked like any weights folder (one line when it is broken), ready to answer."""
     merged_dir = Path(merged_dir)
     if folder_is_empty(merged_dir):

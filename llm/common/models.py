@@ -26,7 +26,7 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from llm.common.cli import TRUST_PICKLED_OPTION, UserError
+from llm.common.cli import TRUST_PICKLED_OPTION, UserError, first_line
 from llm.common.data import Splits
 from llm.common.specs import MODELS_DIR, TINY_CONTEXT, ModelSpec
 
@@ -70,11 +70,6 @@ def folder_model_type(folder: Path) -> str | None:
     except (OSError, ValueError):
         return None
     return config.get("model_type") if isinstance(config, dict) else None
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (its type name when it has none): for one-line reports."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 PICKLED_WEIGHTS = "pytorch_model.bin"

@@ -9,7 +9,7 @@ import importlib.util
 import io
 from pathlib import Path
 
-from llm.common.cli import ArgumentParser, UserError, add_trust_pickled_option, positive_int
+from llm.common.cli import ArgumentParser, UserError, add_trust_pickled_option, first_line, positive_int
 from llm.common.specs import DEFAULT_DATASET, GEMMA, SHAPES
 from llm.common.outputs import append_line_safely
 
@@ -120,6 +120,5 @@ def unsloth_unavailable() -> str | None:
     try:
         import unsloth  # noqa: F401
     except Exception as error:  # its import checks the driver, the GPU and library versions
-        text = str(error).strip()
-        return f"unsloth failed to import ({text.splitlines()[0] if text else type(error).__name__})"
+        return f"unsloth failed to import ({first_line(error)})"
     return None

@@ -23,7 +23,7 @@ from transformers import (
     AutoModelForCausalLM, PreTrainedConfig, PreTrainedModel, PreTrainedTokenizerBase, set_seed,
 )
 
-from llm.common.cli import UserError
+from llm.common.cli import UserError, error_line
 from llm.common.data import Example, Splits, check_fits_context, load_splits
 from llm.common.inference import format_answers, generate_answers
 from llm.common.logs import LIBRARIES, RunLog, library_versions, log_file_path
@@ -182,11 +182,6 @@ def _command() -> str:
     return shlex.join([repo_relative(Path(sys.argv[0])), *sys.argv[1:]])
 
 
-def _one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
-
-
 def _header(backend: Backend, subject: Subject, args: argparse.Namespace, device_text: str,
             recipe: Recipe) -> str:
     side, _, setting = backend.unsloth.partition(" ")
@@ -253,7 +248,7 @@ def run(backend: Backend, args: argparse.Namespace) -> int:
             print(f"fine-tuning: {steps} steps, train loss {loss:.4f}")
             print(_describe("fine-tuning", fine_tuning))
         except Exception as error:
-            row["status"] = f"failed: {_one_line(error)}"
+            row["status"] = f"failed: {error_line(error)}"
             append_result(args.results, row)
             print(f"{row['status']} (row appended to {repo_relative(args.results)})")
             hint = backend.failure_hint(error)
