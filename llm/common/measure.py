@@ -23,14 +23,14 @@ class Measurement:
     process_mb: float | None = None  # on a GPU: the process's memory as nvidia-smi reports it
 
 
-def _peak_rss_mb() -> float:
+def peak_rss_mb() -> float:
     for line in _STATUS.read_text().splitlines():
         if line.startswith("VmHWM:"):  # the high-water mark of resident memory, in kB
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def _reset_peak_rss() -> bool:
+def reset_peak_rss() -> bool:
     """Linux resets the high-water mark when 5 is written to clear_refs; False where it cannot."""
     try:
         _CLEAR_REFS.write_text("5")
@@ -62,7 +62,7 @@ def measure(work: Callable[[], T]) -> tuple[T, Measurement]:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     else:
-        reset = _reset_peak_rss()
+        reset = reset_peak_rss()
     started = time.perf_counter()
     result = work()
     if on_gpu:
@@ -74,4 +74,4 @@ def measure(work: Callable[[], T]) -> tuple[T, Measurement]:
             _nvidia_smi_process_mb(),
         )
     kind = "peak resident memory (CPU)" if reset else "peak resident memory of the whole process (CPU)"
-    return result, Measurement(seconds, _peak_rss_mb(), kind)
+    return result, Measurement(seconds, peak_rss_mb(), kind)

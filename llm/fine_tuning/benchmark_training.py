@@ -22,7 +22,9 @@ from datetime import datetime
 from pathlib import Path
 
 try:
-    from llm.common.cli import ArgumentParser, UserError, int_range, positive_float, positive_int, run_main
+    from llm.common.cli import (
+        ArgumentParser, UserError, error_line, int_range, positive_float, positive_int, run_main,
+    )
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
 from llm.common.specs import (
@@ -37,6 +39,7 @@ DEFAULT_PACKING_LENGTH = TINY_CONTEXT  # tokens per packed row: 3 to 4 of the da
 DEFAULT_OUTPUT_DIR = Path(__file__).resolve().parent / "benchmarks"
 ATTENTION = ("sdpa", "eager", "flash_attention_2")
 DTYPES = ("auto", "bfloat16", "float32")
+COMPILE_BACKEND = "inductor"  # torch.compile's own default
 # A speed option joins the suggested combination when its epochs take at most this share of plain's: epochs of
 # one run varied by about 15 % on the lent H200, so a smaller gain over 2 steady epochs is not told from noise.
 FASTER = 0.90
@@ -64,9 +67,6 @@ def peak_tflops_for(device_name: str) -> float | None:
     return next((peak for pattern, peak in PEAK_BF16_TFLOPS if re.search(pattern, device_name)), None)
 
 
-COMPILE_BACKEND = "inductor"  # torch.compile's own default
-
-
 @dataclasses.dataclass(frozen=True)
 class Speed:
     """The speed options of one run; all off (the defaults) is the plain recipe."""
@@ -79,7 +79,7 @@ class Speed:
     test_batch_size: int = DEFAULT_BATCH_SIZE
     static_cache: bool = False
     compile_test: bool = False  # implies static_cache
-    compile_model: str | None = None  # a torch.compile backend for the decoder layers in training (regional_compilation)
+    compile_model: str | None = None  # torch.compile's backend for the decoder layers (regional_compilation)
     dtype: str = "auto"
     tf32: bool = False
 
@@ -358,15 +358,10 @@ def regional_compilation(on: bool):
     Regional, because compiling the whole model would take in TRL 1.15's fused LM head, Triton kernels launched
     on data-dependent shapes: torch 2.11's inductor failed on a graph of that kind in Unsloth's run on the H200.
     """
-    name = "ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION"
-    before = os.environ.get(name)
-    if on:
-        os.environ[name] = "1"
-    try:
+    from unittest import mock  # here, not at the top: it imports asyncio, and --help answers before any of it
+
+    with mock.patch.dict(os.environ, {"ACCELERATE_DYNAMO_USE_REGIONAL_COMPILATION": "1"} if on else {}):
         yield
-    finally:
-        if on:
-            os.environ.pop(name) if before is None else os.environ.__setitem__(name, before)
 
 
 def check_compiled(model, backend: str, name: str) -> None:
@@ -394,6 +389,20 @@ def matmul_parameters(model) -> tuple[int, int]:
             else:
                 frozen += module.weight.numel()
     return trainable, frozen
+
+
+@dataclasses.dataclass(frozen=True)
+class Throughput:
+    tokens_per_s: float | None
+    tflops: float | None  # model FLOPs per second, in TFLOP/s
+    mfu: float | None  # tflops over the device's dense bf16 peak
+
+
+def throughput(tokens: int | None, seconds: float, flops: int, peak_tflops: float | None) -> Throughput:
+    """Training tokens per second and what they make of the device; None where a figure is unknown."""
+    rate = tokens / seconds if tokens and seconds > 0 else None
+    tflops = flops * rate / 1e12 if rate else None
+    return Throughput(rate, tflops, tflops / peak_tflops if tflops and peak_tflops else None)
 
 
 def flops_per_token(trainable: int, frozen: int) -> int:
@@ -432,7 +441,7 @@ def make_timer(on_gpu: bool, epochs: int, max_seconds: float | None, emit):
     import torch
     from transformers import TrainerCallback
 
-    from llm.common.measure import _peak_rss_mb, _reset_peak_rss
+    from llm.common.measure import peak_rss_mb, reset_peak_rss
 
     class EpochTimer(TrainerCallback):
         def __init__(self) -> None:
@@ -464,7 +473,7 @@ def make_timer(on_gpu: bool, epochs: int, max_seconds: float | None, emit):
             if on_gpu:
                 torch.cuda.reset_peak_memory_stats()
             else:
-                _reset_peak_rss()
+                reset_peak_rss()
             self._open = dict(begin=now, steps_end=None, eval_end=None, summary=None, step0=state.global_step)
 
         def on_epoch_end(self, args, state, control, **kwargs):
@@ -506,7 +515,7 @@ def make_timer(on_gpu: bool, epochs: int, max_seconds: float | None, emit):
                 other += self._setup
             memory = dict(peak_allocated_mb=torch.cuda.max_memory_allocated() / 2**20,
                           peak_reserved_mb=torch.cuda.max_memory_reserved() / 2**20, peak_rss_mb=None) if on_gpu \
-                else dict(peak_allocated_mb=None, peak_reserved_mb=None, peak_rss_mb=_peak_rss_mb())
+                else dict(peak_allocated_mb=None, peak_reserved_mb=None, peak_rss_mb=peak_rss_mb())
             times = EpochTimes(len(self.rows) + 1, opened.get("steps", 0), steps_end - opened["begin"], eval_s, test,
                                other, self.tokens_per_epoch, **memory,
                                train_loss=row.train_loss if row is not None else None,
@@ -560,28 +569,25 @@ class Bench:
                     dtype=dtype_text)
 
     def epoch_row(self, base: dict, times: EpochTimes, flops: int) -> dict[str, object]:
-        rate = times.tokens / times.train_s if times.tokens and times.train_s > 0 else None
-        tflops = flops * rate / 1e12 if rate else None
-        mfu = tflops / self.machine.peak_tflops if tflops and self.machine.peak_tflops else None
+        speed = throughput(times.tokens, times.train_s, flops, self.machine.peak_tflops)
         return base | dict(
             epoch=times.epoch, steps=times.steps, train_s=_fixed(times.train_s), eval_s=_fixed(times.eval_s),
             test_s=_fixed(times.test_s), other_s=_fixed(times.other_s), epoch_s=_fixed(times.epoch_s),
-            train_tokens=times.tokens or "", tokens_per_s=_fixed(rate, 1), train_tflops=_fixed(tflops, 3),
-            mfu=_fixed(mfu, 4), peak_allocated_mb=_fixed(times.peak_allocated_mb, 1),
+            train_tokens=times.tokens or "", tokens_per_s=_fixed(speed.tokens_per_s, 1),
+            train_tflops=_fixed(speed.tflops, 3), mfu=_fixed(speed.mfu, 4), peak_allocated_mb=_fixed(times.peak_allocated_mb, 1),
             peak_reserved_mb=_fixed(times.peak_reserved_mb, 1), peak_rss_mb=_fixed(times.peak_rss_mb, 1),
             train_loss=_loss(times.train_loss), eval_loss=_loss(times.eval_loss), status=STATUS_OK)
 
     def epoch_line(self, times: EpochTimes, flops: int) -> str:
-        rate = times.tokens / times.train_s if times.tokens and times.train_s > 0 else None
-        throughput = ""
-        if rate:
-            tflops = flops * rate / 1e12
-            mfu = f", MFU {tflops / self.machine.peak_tflops:.1%}" if self.machine.peak_tflops else ""
-            throughput = f", {times.tokens:,} tokens, {rate:,.0f} tokens/s, {tflops:.2f} TFLOP/s{mfu}"
+        speed = throughput(times.tokens, times.train_s, flops, self.machine.peak_tflops)
+        rates = ""
+        if speed.tokens_per_s:
+            mfu = f", MFU {speed.mfu:.1%}" if speed.mfu is not None else ""
+            rates = f", {times.tokens:,} tokens, {speed.tokens_per_s:,.0f} tokens/s, {speed.tflops:.2f} TFLOP/s{mfu}"
         memory = (f"peak {times.peak_allocated_mb:,.0f} MB allocated / {times.peak_reserved_mb:,.0f} MB reserved"
                   if times.peak_allocated_mb is not None else f"peak GPU memory n/a (CPU), peak RSS {times.peak_rss_mb:,.0f} MB")
         return (f"  timing of epoch {times.epoch}: training steps {times.train_s:.2f} s ({times.steps} steps"
-                f"{throughput}), eval loss {times.eval_s:.2f} s, valid-prompt test {times.test_s:.2f} s, "
+                f"{rates}), eval loss {times.eval_s:.2f} s, valid-prompt test {times.test_s:.2f} s, "
                 f"other {times.other_s:.2f} s = {times.epoch_s:.2f} s; {memory}")
 
     def skip(self, variant: Variant, reason: str) -> Outcome:
@@ -609,8 +615,7 @@ class Bench:
         try:
             outcome = self._train(variant, dtype, base, epochs or self.args.epochs)
         except Exception as error:  # recorded, so that a comparison goes on with the next variant
-            text = str(error).strip()
-            status = f"failed: {type(error).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+            status = f"failed: {error_line(error)}"
             append_row(self.output, base | dict(epoch="-", status=status))
             print(f"[{variant.name}] {status}")
             if not self.args.compare:
@@ -702,16 +707,14 @@ class Bench:
         flops = outcome.flops_per_token = flops_per_token(trainable, frozen)
         tokens = sum(row.tokens or 0 for row in rows)
         train_s = sum(row.train_s for row in rows)
-        rate = tokens / train_s if tokens and train_s > 0 else None
-        tflops = flops * rate / 1e12 if rate else None
+        speed = throughput(tokens, train_s, flops, self.machine.peak_tflops)
         peaks = {name: max((getattr(row, name) for row in rows if getattr(row, name) is not None), default=None)
                  for name in ("peak_allocated_mb", "peak_reserved_mb", "peak_rss_mb")}
         append_row(self.output, base | dict(
             epoch="total", steps=sum(row.steps for row in rows), train_s=_fixed(train_s),
             eval_s=_fixed(sum(row.eval_s for row in rows)), test_s=_fixed(sum(row.test_s for row in rows)),
             other_s=_fixed(sum(row.other_s for row in rows)), epoch_s=_fixed(total), train_tokens=tokens or "",
-            tokens_per_s=_fixed(rate, 1), train_tflops=_fixed(tflops, 3),
-            mfu=_fixed(tflops / self.machine.peak_tflops if tflops and self.machine.peak_tflops else None, 4),
+            tokens_per_s=_fixed(speed.tokens_per_s, 1), train_tflops=_fixed(speed.tflops, 3), mfu=_fixed(speed.mfu, 4),
             **{name: _fixed(value, 1) for name, value in peaks.items()},
             train_loss=_loss(rows[-1].train_loss), eval_loss=_loss(rows[-1].eval_loss), run_s=_fixed(run_s),
             projected_60_epochs_s=_fixed(outcome.projected_s, 1),
@@ -808,19 +811,15 @@ def comparison_table(outcomes: list["Outcome"], machine: Machine) -> str:
             return sum(getattr(row, name) for row in later) / len(later)
 
         train_s = mean("train_s")
-        tokens = later[0].tokens
-        rate = tokens / train_s if tokens and train_s > 0 else None
+        speed = throughput(later[0].tokens, train_s, outcome.flops_per_token, machine.peak_tflops)
         ratio = (f"{outcome.steady_epoch_s / plain.steady_epoch_s:.2f}x"
                  if plain.status == STATUS_OK and plain.steady_epoch_s else "")
-        mfu = ""
-        if rate and machine.peak_tflops and outcome.flops_per_token:
-            mfu = f"{outcome.flops_per_token * rate / 1e12 / machine.peak_tflops:.1%}"
         peaks = [getattr(row, name) for row in outcome.rows for name in ("peak_allocated_mb", "peak_rss_mb")
                  if getattr(row, name) is not None]
         eval_loss = _loss(outcome.rows[-1].eval_loss) or "-"
         lines.append(f"| {variant.name} | `{flags}` | ok | {outcome.steady_epoch_s:.2f} | {ratio} | {train_s:.2f} | "
-                     f"{mean('eval_s'):.2f} | {mean('test_s'):.2f} | {f'{rate:,.0f}' if rate else '-'} | "
-                     f"{mfu or '-'} | {max(peaks):,.0f} | {eval_loss} | {'yes' if variant.same_recipe else 'no'} |")
+                     f"{mean('eval_s'):.2f} | {mean('test_s'):.2f} | {f'{speed.tokens_per_s:,.0f}' if speed.tokens_per_s else '-'} | "
+                     f"{f'{speed.mfu:.1%}' if speed.mfu else '-'} | {max(peaks):,.0f} | {eval_loss} | {'yes' if variant.same_recipe else 'no'} |")
     return "\n".join(lines)
 
 
