@@ -110,13 +110,16 @@ def read_pairs(path: Path) -> list[tuple[str, str, float]]:
 def retrieval_metrics(cases: list[tuple[str, list[str], str | None]], pick=most_relevant) -> dict[str, float]:
     """Top-1 accuracy (a "none" answer is right on a none-case) and precision/recall of the "none" answers."""
     picks = [pick(tags, prompt) for prompt, tags, _ in cases]
-    predicted = [None if pick is None else pick[0] for pick in picks]
-    gold = [relevant for _, _, relevant in cases]
+    return answer_metrics([None if pick is None else pick[0] for pick in picks], [relevant for _, _, relevant in cases])
+
+
+def answer_metrics(predicted: list[str | None], gold: list[str | None]) -> dict[str, float]:
+    """Top-1 accuracy and the "none" answers' precision/recall of the tags answered (None: no memory fits)."""
     said_none = sum(p is None for p in predicted)
     really_none = sum(g is None for g in gold)
     both_none = sum(p is None and g is None for p, g in zip(predicted, gold))
     return {
-        "accuracy": sum(p == g for p, g in zip(predicted, gold)) / len(cases),
+        "accuracy": sum(p == g for p, g in zip(predicted, gold)) / len(gold),
         "none_precision": both_none / said_none if said_none else math.nan,
         "none_recall": both_none / really_none if really_none else math.nan,
         "said_none": said_none, "really_none": really_none, "both_none": both_none,

@@ -29,7 +29,7 @@ except ModuleNotFoundError as missing:  # started outside the virtualenv of the 
 import numpy as np  # noqa: E402 (after the line that explains a missing virtualenv)
 
 from llm.memory import morphemes
-from llm.memory.evaluate_retrieval import EVAL_CSV, _row_slice, read_cases, read_pairs
+from llm.memory.evaluate_retrieval import EVAL_CSV, _row_slice, answer_metrics, read_cases, read_pairs
 from llm.memory.retrieval import FEATURES, MODEL_JSON, features, memory_key_value, predict
 
 PAIRS_CSV = Path(__file__).with_name("relevance_pairs.csv")
@@ -141,14 +141,10 @@ def case_fold(case, k: int) -> int:
 
 def none_report(cases, picks, threshold_of) -> str:
     """Top-1 accuracy and the "none" answers' precision/recall; threshold_of(i) is case i's threshold."""
-    predicted = [tag if score >= threshold_of(i) else None for i, (tag, score) in enumerate(picks)]
-    gold = [relevant for _, _, relevant in cases]
-    said, really = sum(p is None for p in predicted), sum(g is None for g in gold)
-    both = sum(p is None and g is None for p, g in zip(predicted, gold))
-    top1 = np.mean([p == g for p, g in zip(predicted, gold)])
-    precision = f"{both / said:.3f}" if said else "nan"
-    recall = f"{both / really:.3f}" if really else "nan"
-    return f"top-1 {top1:.3f}  none precision {precision} ({both}/{said})  none recall {recall} ({both}/{really})"
+    m = answer_metrics([tag if score >= threshold_of(i) else None for i, (tag, score) in enumerate(picks)],
+                       [relevant for _, _, relevant in cases])
+    return (f"top-1 {m['accuracy']:.3f}  none precision {m['none_precision']:.3f} ({m['both_none']}/{m['said_none']})"
+            f"  none recall {m['none_recall']:.3f} ({m['both_none']}/{m['really_none']})")
 
 
 def cross_validate(pair_files, pairs, x, grades, case_files, cases, k: int, c: float) -> None:
