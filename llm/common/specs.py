@@ -50,13 +50,13 @@ def recipe_options() -> dict[str, str]:
     return {f.name: "--" + f.name.replace("_", "-") for f in fields(Recipe) if "help" in f.metadata}
 
 
-# The tiny stand-in is random at start and LoRA only adapts its attention, so it needs a higher learning
-# rate than the real models; the epoch count keeps a default run on 2 CPU cores under 5 minutes.
 # Generation, as in the original experiments: at most 80 tokens per sequence, prompt included; prompts go to
 # generate() in batches of 16 (plain values here, so that scripts' --help needs no torch).
 MAX_LENGTH = 80
 DEFAULT_BATCH_SIZE = 16
 
+# The tiny stand-in is random at start and LoRA only adapts its attention, so it needs a higher learning
+# rate than the real models; the epoch count keeps a default run on 2 CPU cores under 5 minutes.
 TINY_RECIPE = {"epochs": 30, "learning_rate": 3e-3}
 TINY_CONTEXT = 256  # tokens: the stand-in's context, ample for the dataset's pairs
 

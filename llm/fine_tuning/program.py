@@ -161,10 +161,9 @@ def train(run: Run, log: RunLog, callbacks: Sequence[TrainerCallback] = (),
     """LoRA SFT of the loaded model; returns the trainer (best or last epoch loaded, per --keep) and the report.
 
     For the training benchmark (the fine-tuning scripts leave them as they are): `callbacks` run before the
-    run's own at every event, `test_batch_size` is the per-epoch test's generation batch (None: the scripts'
-    per_epoch_test_batch), `on_epoch_summary`
-    gets each epoch's summary row once it is complete, and `trainer_overrides` go to the SFTConfig over the
-    recipe's (e.g. save_strategy="no", padding_free=True).
+    run's own at every event, `test_batch_size` is the per-epoch test's generation batch (None: what
+    per_epoch_test_batch gives the scripts), `on_epoch_summary` gets each epoch's summary row once it is
+    complete, and `trainer_overrides` go to the SFTConfig over the recipe's (e.g. save_strategy="no").
     """
     set_seed(run.recipe.seed)
     is_main = run.state.is_main_process
