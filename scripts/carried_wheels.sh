@@ -4,6 +4,10 @@
 # wheel cut in two (over one call's 64 MiB) is joined once its second half has come in a later call.
 # Needs PYTHON, SITE, CARRIED; install_tags (an array, may be empty) adds pip's target tags.
 
+# The lent machine's Python, for installing its wheels on another (the scripts' --cpu-dry-run): install_tags.
+GPU_MACHINE_TAGS=(--python-version 3.12 --implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64
+                  --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+
 install_carried() {
     local folder sum name wheels
     mkdir -p "$SITE" "$CARRIED/installed"

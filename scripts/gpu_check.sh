@@ -19,6 +19,8 @@
 # Results go to $OUT, at most 8 files: env.txt, compare.{txt,csv,json}, pytest.txt, full.{txt,csv,json}.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/carried_wheels.sh
+. scripts/carried_wheels.sh
 
 dry_run=0
 stages=()
@@ -47,8 +49,7 @@ if [ $dry_run = 1 ]; then
     KEEP=${KEEP:-/tmp/gpu_check_dry_run/keep}
     if [ -z "${OUT:-}" ]; then OUT=$(mktemp -d /tmp/gpu_check_out.XXXXXX); fi
     # The wheels are the GPU machine's (Python 3.12): installed as for it, into a folder this run leaves aside.
-    install_tags=(--python-version 3.12 --implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64
-                  --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+    install_tags=("${GPU_MACHINE_TAGS[@]}")
 else
     PYTHON=${PYTHON:-python3}
     SHAPE=${SHAPE:-polyglot-ko-1.3b}
@@ -81,8 +82,6 @@ EOF
 fi
 dataset_args=()
 [ -n "$DATASET" ] && dataset_args=(--dataset "$DATASET")
-# shellcheck source=scripts/carried_wheels.sh
-. scripts/carried_wheels.sh
 export TQDM_DISABLE=1
 install_carried || exit 1
 if [ $dry_run = 1 ]; then

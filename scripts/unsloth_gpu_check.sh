@@ -14,6 +14,8 @@
 # Results in $OUT (at most 8 files): env.txt, run.txt, results.csv, compare.md, without.log, with.log, pytest.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/carried_wheels.sh
+. scripts/carried_wheels.sh
 
 dry_run=0
 case ${1:-} in
@@ -30,8 +32,7 @@ if [ $dry_run = 1 ]; then
     WORK=/tmp/unsloth_check_dry_run/work
     MODEL=(--model-dir "$WORK/no_weights")  # empty: the tiny Gemma-2 stand-in
     COUNTS=(--prompts 3 --train-pairs 4 --epochs 1)
-    install_tags=(--python-version 3.12 --implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64
-                  --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
+    install_tags=("${GPU_MACHINE_TAGS[@]}")
 else
     PYTHON=${PYTHON:-python3}
     SITE=${SITE:-/tmp/site}
@@ -48,8 +49,6 @@ SCRIPT_TIMEOUT=${SCRIPT_TIMEOUT:-270}  # each of the two scripts; the whole comm
 WITH_ARGS=${WITH_ARGS---no-block-compile}
 RUN_TESTS=${RUN_TESTS:-1}  # 0: leave out tests/test_unsloth_test.py (about 100 s on the H200; the suite has it)
 mkdir -p "$OUT" "$WORK"
-# shellcheck source=scripts/carried_wheels.sh
-. scripts/carried_wheels.sh
 install_carried || exit 1
 if [ $dry_run = 1 ]; then
     export PYTHONPATH=$PWD  # here the project's own environment runs it; $SITE was only installed into
