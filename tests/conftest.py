@@ -1,5 +1,6 @@
 """Shared fixtures: a small dataset cut from the real one, tiny models saved like downloads, trained adapters."""
 
+import ast
 import contextlib
 import csv
 import gc
@@ -157,7 +158,7 @@ def heavy_modules_after_help(script: str) -> list[str]:
             "print(sorted(name for name in ('torch', 'transformers', 'gradio', 'trl') if name in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    return eval(result.stdout.strip().splitlines()[-1])  # the list printed last, after the help text
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])  # the list printed last, after the help text
 
 
 @pytest.fixture(scope="session")

@@ -373,12 +373,15 @@ def test_two_tabs_have_their_own_conversations_and_take_turns_on_the_model(brows
 
 
 @pytest.fixture(scope="module", autouse=True)
-def script_server(tmp_path_factory: pytest.TempPathFactory, trained_polyglot: dict):
+def script_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """llm/run_chat_web.py as a process, started with the module so that its seconds of imports and loading
-    overlap the tests above; the last test talks to it and stops it."""
-    if not HAS_BROWSER:
+    overlap the tests above; the last test talks to it and stops it. Not started (nor the adapter trained) when
+    that test is not selected."""
+    user = test_the_script_serves_the_tiny_model_and_answers_as_the_terminal_chat.__name__
+    if not HAS_BROWSER or user not in {item.name for item in request.session.items}:
         yield None
         return
+    trained_polyglot = request.getfixturevalue("trained_polyglot")
     folder = tmp_path_factory.mktemp("web-script")
     common = ["--model-dir", str(trained_polyglot["model_dir"]), "--adapter-dir", str(trained_polyglot["adapter_dir"]),
               "--seed", "11"]
