@@ -15,6 +15,7 @@ try:
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
 from llm.common.cli import ArgumentParser, run_main
+from llm.common.folders import read_adapter
 from llm.common.outputs import OutputError, check_replaceable
 from llm.common.specs import SPECS, repo_relative
 
@@ -48,6 +49,7 @@ def main() -> int:
     spec = SPECS[args.model]
     model_dir, adapter_dir = args.model_dir or spec.model_dir, args.adapter_dir or spec.adapter_dir
     output = _check_output(args.output_dir or spec.merged_dir, model_dir, adapter_dir)
+    read_adapter(spec, adapter_dir)  # a missing or broken adapter: one line before torch's seconds of import
     # torch and transformers load only now, so that --help and bad options answer at once.
     from llm.common.merged import merge_into_folder
 

@@ -150,15 +150,24 @@ def run_in_process(script: str, *args: str, stdin: bytes = b"") -> subprocess.Co
     return subprocess.CompletedProcess([sys.executable, script, *args], code, out.getvalue(), stderr)
 
 
-def heavy_modules_after_help(script: str) -> list[str]:
-    """The heavy libraries a script has imported once it has printed --help (none: it answers at once)."""
+def heavy_modules_after(script: str, *args: str) -> tuple[int, list[str]]:
+    """(exit code, the heavy libraries imported) once a script with these arguments has ended: none when it
+    answered at once."""
     code = ("import runpy, sys\n"
-            f"sys.argv = [{str(REPO / script)!r}, '--help']\n"
-            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "print(sorted(name for name in ('torch', 'transformers', 'gradio', 'trl') if name in sys.modules))")
+            f"sys.argv = {[str(REPO / script), *args]!r}\n"
+            "try:\n    runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit as end:\n    code = end.code\n"
+            "else:\n    code = 0\n"
+            "print((code, sorted(name for name in ('torch', 'transformers', 'gradio', 'trl') if name in sys.modules)))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    return ast.literal_eval(result.stdout.strip().splitlines()[-1])  # the list printed last, after the help text
+    return ast.literal_eval(result.stdout.strip().splitlines()[-1])  # printed last, after the script's output
+
+
+def heavy_modules_after_help(script: str) -> list[str]:
+    """The heavy libraries a script has imported once it has printed --help (none: it answers at once)."""
+    code, modules = heavy_modules_after(script, "--help")
+    assert code == 0
+    return modules
 
 
 @pytest.fixture(scope="session")

@@ -10,8 +10,9 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from conftest import dataset_rows, run_in_process
-from llm.common.adapters import AdapterError, load_fine_tuned, read_adapter
+from conftest import dataset_rows, heavy_modules_after, run_in_process
+from llm.common.adapters import load_fine_tuned
+from llm.common.folders import AdapterError, read_adapter
 from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER, HINT, USER_LABEL, Chat, open_memory, run_interactive, run_prompts
 from llm.common.inference import Answer
 from llm.common.markers import ANSWER_END, ANSWER_START
@@ -274,6 +275,18 @@ def test_no_adapter_names_how_to_make_one(tmp_path: Path):
     (tmp_path / "gemma_checkpoints" / "checkpoint-4").mkdir()
     with pytest.raises(AdapterError, match=r"unfinished run .*`python llm/run_fine_tuning.py --output-dir .*--resume`"):
         read_adapter(GEMMA, tmp_path / "gemma")
+
+
+@pytest.mark.parametrize("script, output_option", [
+    ("llm/run_chat.py", "--memory-db"), ("llm/run_chat_web.py", "--memory-db"), ("llm/export_model.py", "--output-dir"),
+])
+def test_a_missing_or_corrupt_adapter_is_refused_before_torch_loads(trained_polyglot: dict, tmp_path: Path,
+                                                                    script: str, output_option: str):
+    corrupt = copy_adapter(trained_polyglot, tmp_path)
+    (corrupt / "adapter_model.safetensors").write_bytes(b"\x00" * 64)
+    for adapter in (tmp_path / "missing", corrupt):
+        assert heavy_modules_after(script, "--adapter-dir", str(adapter), output_option, str(tmp_path / "out")) \
+            == (2, [])
 
 
 @pytest.mark.parametrize("damage, message", [

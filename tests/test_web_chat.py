@@ -126,12 +126,12 @@ def test_a_port_in_use_is_one_line_before_the_model_loads(tmp_path: Path):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = run_script(SCRIPT, "--port", str(port), "--adapter-dir", str(tmp_path / "none"),
+        result = run_script(SCRIPT, "--port", str(port), "--merged", str(tmp_path / "none"),
                             "--memory-db", str(tmp_path / "m.db"))
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.splitlines() == [f"error: --host 127.0.0.1 --port {port}: cannot listen there (in use); "
                                           f"choose another port with --port"]
-    # (the adapter folder does not exist: had loading come first, the line would say so)
+    # (the merged folder does not exist: had loading come first, the line would say so)
     assert not (tmp_path / "m.db").exists()
 
 

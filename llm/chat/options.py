@@ -12,6 +12,7 @@ from pathlib import Path
 
 from llm.chat.chat import DEFAULT_MEMORY_DB
 from llm.common.cli import SEED, TEMPERATURE, UserError, add_trust_pickled_option, int_range, positive_int
+from llm.common.folders import read_adapter
 from llm.common.specs import SPECS, Recipe, repo_relative
 
 
@@ -47,11 +48,14 @@ def add_chat_options(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_chat_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
-    """The parsed options, once the combinations are known to make sense."""
+    """The parsed options, once the combinations are known to make sense and the adapter folder to be one."""
     args = parser.parse_args()
     if getattr(args, "merged", None) is not None and (args.model_dir is not None or args.adapter_dir is not None):
         parser.error("argument --merged: not with --model-dir or --adapter-dir (the merged folder holds the base "
                      "and the adapter in one)")
+    if getattr(args, "merged", None) is None:  # a missing or broken adapter: one line before torch's seconds of import
+        spec = SPECS[args.model]
+        read_adapter(spec, args.adapter_dir or spec.adapter_dir)
     return args
 
 

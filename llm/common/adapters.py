@@ -1,76 +1,20 @@
 """A saved LoRA adapter on its base model, ready to answer; every way the adapter folder can be wrong is one line."""
 
-import json
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from peft import PeftModel, get_peft_model_state_dict
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from transformers import AutoTokenizer
 
-from llm.common.cli import UserError, first_line, ignore_library_notices, to_stderr
-from llm.common.models import LoadedModel, folder_is_empty, folder_model_type, load_local, tiny_notice
+from llm.common.cli import first_line, ignore_library_notices, to_stderr
+from llm.common.folders import (
+    ADAPTER_CONFIG, AdapterError, folder_is_empty, folder_model_type, read_adapter, read_json_object, training_command,
+)
+from llm.common.models import LoadedModel, load_local, tiny_notice
 from llm.common.specs import SPECS, ModelSpec
-
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
-
-
-class AdapterError(UserError):
-    """The adapter folder is absent, corrupt, or made for another base model."""
-
-
-def _training_command(spec: ModelSpec, adapter_dir: Path) -> str:
-    command = f"python {spec.training_script}"
-    if Path(adapter_dir).resolve() != spec.adapter_dir.resolve():
-        command += f" --output-dir {adapter_dir}"
-    return command
-
-
-def _read_json(path: Path) -> dict | None:
-    """The JSON object in a file, or None when it is missing or not a JSON object."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def read_adapter(spec: ModelSpec, adapter_dir: Path) -> tuple[dict, set[str]]:
-    """(adapter config, names of the saved tensors) once the folder is known to hold a readable adapter."""
-    adapter_dir = Path(adapter_dir)
-    remake = f"train it again with `{_training_command(spec, adapter_dir)}`"
-    if folder_is_empty(adapter_dir):
-        checkpoints = adapter_dir.with_name(f"{adapter_dir.name}_checkpoints")
-        if any(checkpoints.glob("checkpoint-*")):  # not just the settings a run writes before its first epoch
-            raise AdapterError(f"no fine-tuned adapter in {adapter_dir} yet (an unfinished run left {checkpoints}): "
-                               f"finish it with `{_training_command(spec, adapter_dir)} --resume`")
-        raise AdapterError(f"no fine-tuned adapter in {adapter_dir}: "
-                           f"make one with `{_training_command(spec, adapter_dir)}`")
-
-    config_path = adapter_dir / ADAPTER_CONFIG
-    if not config_path.is_file():
-        raise AdapterError(f"{adapter_dir}: {ADAPTER_CONFIG} is missing, so this is not a saved adapter; {remake}")
-    config = _read_json(config_path)
-    if config is None:
-        raise AdapterError(f"{config_path}: not a valid JSON object (corrupt adapter); {remake}")
-    if not isinstance(config.get("peft_type"), str) or not config.get("target_modules"):
-        raise AdapterError(f"{config_path}: no peft_type or target_modules, not a PEFT adapter config; {remake}")
-
-    weights_path = adapter_dir / ADAPTER_WEIGHTS
-    if not weights_path.is_file():
-        found = " (only pickled .bin weights, which are not loaded)" if any(adapter_dir.glob("*.bin")) else ""
-        raise AdapterError(f"{weights_path}: missing{found}; {remake}")
-    try:
-        with safe_open(str(weights_path), framework="pt") as weights:  # parses the header only: fast
-            keys = set(weights.keys())
-    except (SafetensorError, OSError, ValueError) as error:
-        raise AdapterError(f"{weights_path}: corrupt safetensors file ({error}); {remake}") from None
-    if not keys:
-        raise AdapterError(f"{weights_path}: holds no weights; {remake}")
-    return config, keys
 
 
 def _trained_base(config: dict) -> Path | None:
@@ -81,7 +25,7 @@ def _trained_base(config: dict) -> Path | None:
 
 def _is_tiny(spec: ModelSpec, folder: Path) -> bool:
     """True for a folder holding this project's tiny stand-in (its shape is the spec's tiny_config)."""
-    config = _read_json(folder / "config.json") or {}
+    config = read_json_object(folder / "config.json") or {}
     return all(config.get(key) == spec.tiny_config[key] for key in ("hidden_size", "num_hidden_layers"))
 
 
@@ -101,7 +45,7 @@ def _stand_in_dir(spec: ModelSpec, model_dir: Path, adapter_dir: Path, trained_o
         where = f"and the base it was trained on ({trained_on}) is gone" if trained_on else \
             f"and {adapter_dir / ADAPTER_CONFIG} names no base model"
         raise AdapterError(f"no {spec.display_name} weights in {model_dir}, {where}: put the weights there, "
-                           f"or train again with `{_training_command(spec, adapter_dir)}`")
+                           f"or train again with `{training_command(spec, adapter_dir)}`")
     return trained_on
 
 

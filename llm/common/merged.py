@@ -19,7 +19,8 @@ from llm.common.adapters import load_fine_tuned
 from llm.common.cli import UserError, to_stderr
 from llm.common.inference import MAX_LENGTH
 from llm.common.markers import ANSWER_END
-from llm.common.models import LoadedModel, folder_is_empty, load_local, read_config, save_in_hub_layout
+from llm.common.folders import folder_is_empty
+from llm.common.models import LoadedModel, load_local, read_config, save_in_hub_layout
 from llm.common.outputs import save_folder_atomically
 from llm.common.specs import Recipe, ModelSpec, repo_relative
 

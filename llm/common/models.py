@@ -28,6 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from llm.common.cli import TRUST_PICKLED_OPTION, UserError, first_line
 from llm.common.data import Splits
+from llm.common.folders import folder_is_empty
 from llm.common.specs import MODELS_DIR, TINY_CONTEXT, ModelSpec
 
 DEFAULT_TINY_CACHE_DIR = MODELS_DIR / "tiny"
@@ -56,20 +57,6 @@ def pick_device() -> tuple[str, torch.dtype]:
         # Emulated bf16 (T4, V100) is slower than fp32: only where the GPU has it natively.
         return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float32
     return "cpu", torch.float32
-
-
-def folder_is_empty(path: Path) -> bool:
-    """True when the folder is absent or holds nothing but hidden files."""
-    return not path.is_dir() or not any(not child.name.startswith(".") for child in path.iterdir())
-
-
-def folder_model_type(folder: Path) -> str | None:
-    """The model_type in a folder's config.json, or None when it is missing or unreadable."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return config.get("model_type") if isinstance(config, dict) else None
 
 
 PICKLED_WEIGHTS = "pytorch_model.bin"

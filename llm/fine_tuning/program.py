@@ -26,8 +26,9 @@ from llm.common.cli import UserError
 from llm.common.data import Splits, check_fits_context, load_splits
 from llm.common.inference import DEFAULT_BATCH_SIZE, STOP_MARKER, format_answers, generate_answers
 from llm.common.logs import RunLog, library_versions, log_file_path, plot_losses, epoch_losses
+from llm.common.folders import folder_is_empty
 from llm.common.models import (
-    LoadedModel, base_folder, check_model_folder, folder_is_empty, load_local, load_tokenizer, pick_device,
+    LoadedModel, base_folder, check_model_folder, load_local, load_tokenizer, pick_device,
     read_config, tiny_notice,
 )
 from llm.common.outputs import check_replaceable, check_writable_folder, disk_full, recover_interrupted_save

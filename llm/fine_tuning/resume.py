@@ -18,7 +18,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from llm.common.cli import UserError
-from llm.common.models import folder_is_empty
+from llm.common.folders import folder_is_empty
 from llm.common.specs import ModelSpec, Recipe, recipe_options
 
 RUN_SETTINGS_NAME = "run_settings.json"

@@ -27,7 +27,8 @@ from llm.common.cli import UserError
 from llm.common.data import Example, Splits, check_fits_context, load_splits
 from llm.common.inference import Answer, generate_answers
 from llm.common.measure import Measurement, measure
-from llm.common.models import LoadedModel, ensure_tiny_model, folder_is_empty, folder_model_type, load_local, pick_device
+from llm.common.folders import folder_is_empty, folder_model_type
+from llm.common.models import LoadedModel, ensure_tiny_model, load_local, pick_device
 from llm.common.logs import epoch_losses
 from llm.common.training import build_trainer, lora_config
 from llm.model_selection.candidates import Candidate

@@ -28,8 +28,9 @@ from llm.common.data import Example, Splits, check_fits_context, load_splits
 from llm.common.inference import format_answers, generate_answers
 from llm.common.logs import LIBRARIES, RunLog, library_versions, log_file_path
 from llm.common.measure import Measurement, measure
+from llm.common.folders import folder_is_empty
 from llm.common.models import (
-    check_model_folder, ensure_tiny_model, folder_is_empty, load_local, load_tokenizer, pick_device, tiny_notice,
+    check_model_folder, ensure_tiny_model, load_local, load_tokenizer, pick_device, tiny_notice,
 )
 from llm.common.training import build_trainer, lora_config
 from llm.unsloth_test import RESULT_FIELDS, STATUS_OK, WITHOUT, append_result, read_results, with_side
