@@ -11,7 +11,7 @@ from transformers import AutoTokenizer
 
 from llm.common.cli import first_line, ignore_library_notices, to_stderr
 from llm.common.folders import (
-    ADAPTER_CONFIG, AdapterError, folder_is_empty, folder_model_type, read_adapter, read_json_object, training_command,
+    ADAPTER_CONFIG, AdapterError, folder_is_empty, folder_model_type, is_tiny_stand_in, read_adapter, training_command,
 )
 from llm.common.models import LoadedModel, load_local, tiny_notice
 from llm.common.specs import SPECS, ModelSpec
@@ -21,12 +21,6 @@ def _trained_base(config: dict) -> Path | None:
     """The base folder the adapter was trained on, as peft recorded it (None if it recorded none)."""
     name = config.get("base_model_name_or_path")
     return Path(name) if isinstance(name, str) and name.strip() else None
-
-
-def _is_tiny(spec: ModelSpec, folder: Path) -> bool:
-    """True for a folder holding this project's tiny stand-in (its shape is the spec's tiny_config)."""
-    config = read_json_object(folder / "config.json") or {}
-    return all(config.get(key) == spec.tiny_config[key] for key in ("hidden_size", "num_hidden_layers"))
 
 
 def _check_architecture(spec: ModelSpec, adapter_dir: Path, trained_on: Path | None) -> None:
@@ -60,7 +54,7 @@ def _check_tokenizer(spec: ModelSpec, adapter_dir: Path, base: LoadedModel, trai
     if saved.get_vocab() == base.tokenizer.get_vocab():
         return
     hint = " (the tiny stand-in): train again now that the weights are there" \
-        if trained_on is not None and _is_tiny(spec, trained_on) and not base.is_tiny else ""
+        if trained_on is not None and is_tiny_stand_in(spec, trained_on) and not base.is_tiny else ""
     raise AdapterError(f"{adapter_dir}: trained on another base model{hint}; its tokenizer differs from "
                        f"the one in {base.model_dir}")
 
@@ -92,7 +86,7 @@ def load_fine_tuned(spec: ModelSpec, model_dir: Path, adapter_dir: Path, device:
     if folder_is_empty(model_dir):
         base_dir = _stand_in_dir(spec, model_dir, adapter_dir, trained_on)
         base = load_local(spec, base_dir, device, dtype)
-        base.is_tiny = _is_tiny(spec, base_dir)
+        base.is_tiny = is_tiny_stand_in(spec, base_dir)
         if say is not None:
             say(tiny_notice(spec, model_dir, base_dir) if base.is_tiny else
                 f"no weights in {model_dir}: using {base_dir}, the base this adapter was trained on")

@@ -10,6 +10,15 @@ from llm.common.cli import UserError
 from llm.common.specs import ModelSpec
 
 
+def read_json_object(path: Path) -> dict | None:
+    """The JSON object in a file, or None when it is missing or not a JSON object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def folder_is_empty(path: Path) -> bool:
     """True when the folder is absent or holds nothing but hidden files."""
     return not path.is_dir() or not any(not child.name.startswith(".") for child in path.iterdir())
@@ -17,11 +26,13 @@ def folder_is_empty(path: Path) -> bool:
 
 def folder_model_type(folder: Path) -> str | None:
     """The model_type in a folder's config.json, or None when it is missing or unreadable."""
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return config.get("model_type") if isinstance(config, dict) else None
+    return (read_json_object(folder / "config.json") or {}).get("model_type")
+
+
+def is_tiny_stand_in(spec: ModelSpec, folder: Path) -> bool:
+    """True for a folder holding this project's tiny stand-in (its shape is the spec's tiny_config)."""
+    config = read_json_object(folder / "config.json") or {}
+    return all(config.get(key) == spec.tiny_config[key] for key in ("hidden_size", "num_hidden_layers"))
 
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -37,15 +48,6 @@ def training_command(spec: ModelSpec, adapter_dir: Path) -> str:
     if Path(adapter_dir).resolve() != spec.adapter_dir.resolve():
         command += f" --output-dir {adapter_dir}"
     return command
-
-
-def read_json_object(path: Path) -> dict | None:
-    """The JSON object in a file, or None when it is missing or not a JSON object."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def read_adapter(spec: ModelSpec, adapter_dir: Path) -> tuple[dict, set[str]]:

@@ -19,7 +19,7 @@ from llm.common.adapters import load_fine_tuned
 from llm.common.cli import UserError, to_stderr
 from llm.common.inference import MAX_LENGTH
 from llm.common.markers import ANSWER_END
-from llm.common.folders import folder_is_empty
+from llm.common.folders import folder_is_empty, is_tiny_stand_in, read_json_object
 from llm.common.models import LoadedModel, load_local, read_config, save_in_hub_layout
 from llm.common.outputs import save_folder_atomically
 from llm.common.specs import Recipe, ModelSpec, repo_relative
@@ -39,11 +39,7 @@ def is_merged_folder(folder: Path) -> bool:
 
 def read_merged_info(folder: Path) -> dict:
     """What ohlora_merged.json says ({} when it is missing or unreadable: a merged folder made elsewhere)."""
-    try:
-        info = json.loads((Path(folder) / MERGED_INFO).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
+    return read_json_object(Path(folder) / MERGED_INFO) or {}
 
 
 def check_not_merged(model_dir: Path, option: str = "--model-dir") -> None:
@@ -105,15 +101,6 @@ def merge_into_folder(spec: ModelSpec, model_dir: Path, adapter_dir: Path, outpu
     return info
 
 
-def _looks_tiny(spec: ModelSpec, folder: Path) -> bool:
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(config, dict) and all(config.get(key) == spec.tiny_config[key]
-                                            for key in ("hidden_size", "num_hidden_layers"))
-
-
 def merged_tiny_notice(spec: ModelSpec, merged_dir: Path) -> str:
     bar = "!" * 78
     return (
@@ -133,7 +120,7 @@ def load_merged(spec: ModelSpec, merged_dir: Path, device: str, dtype: torch.dty
         raise MergedError(f"no merged model in {merged_dir}: make one with `{export_command(spec, merged_dir)}`")
     loaded = load_local(spec, merged_dir, device, dtype, trust_pickled)
     recorded = read_merged_info(merged_dir).get("tiny_stand_in")
-    loaded.is_tiny = recorded if isinstance(recorded, bool) else _looks_tiny(spec, merged_dir)
+    loaded.is_tiny = recorded if isinstance(recorded, bool) else is_tiny_stand_in(spec, merged_dir)
     if loaded.is_tiny and say is not None:
         say(merged_tiny_notice(spec, merged_dir))
     # The folder's generation_config.json is for other programs; the chats pass every setting themselves
