@@ -50,10 +50,11 @@ def add_chat_options(parser: argparse.ArgumentParser) -> None:
 def parse_chat_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
     """The parsed options, once the combinations are known to make sense and the adapter folder to be one."""
     args = parser.parse_args()
-    if getattr(args, "merged", None) is not None and (args.model_dir is not None or args.adapter_dir is not None):
-        parser.error("argument --merged: not with --model-dir or --adapter-dir (the merged folder holds the base "
-                     "and the adapter in one)")
-    if getattr(args, "merged", None) is None:  # a missing or broken adapter: one line before torch's seconds of import
+    if args.merged is not None:
+        if args.model_dir is not None or args.adapter_dir is not None:
+            parser.error("argument --merged: not with --model-dir or --adapter-dir (the merged folder holds the base "
+                         "and the adapter in one)")
+    else:  # a missing or broken adapter: one line before torch's seconds of import
         spec = SPECS[args.model]
         read_adapter(spec, args.adapter_dir or spec.adapter_dir)
     return args

@@ -102,10 +102,9 @@ class Conversation:
             except MessageTooLong as error:  # nothing was generated or stored
                 events.put(("refused", f"({error})"))
             except Exception as error:  # noqa: BLE001 (the page keeps serving whatever the model does)
-                self.backend.log(f"web chat: the model failed on a message: {type(error).__name__}: "
-                                 f"{first_line(error)[:300]}")
-                events.put(("failed", f"(she could not answer: {type(error).__name__}: {first_line(error)[:300]}; "
-                                      f"nothing was stored, send it again)"))
+                what = f"{type(error).__name__}: {first_line(error)[:300]}"
+                self.backend.log(f"web chat: the model failed on a message: {what}")
+                events.put(("failed", f"(she could not answer: {what}; nothing was stored, send it again)"))
 
         threading.Thread(target=work, name="web-chat-turn", daemon=True).start()
         shown = None

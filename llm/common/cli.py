@@ -42,8 +42,7 @@ def first_line(error: BaseException) -> str:
 
 def error_line(error: BaseException) -> str:
     """`Type: first line of the message`, or the type alone when the message is empty."""
-    text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    return f"{type(error).__name__}: {first_line(error)}" if str(error).strip() else type(error).__name__
 
 
 def ignore_library_notices() -> None:

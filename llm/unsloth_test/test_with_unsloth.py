@@ -9,6 +9,7 @@ Run on a lent H200 on 2026-11-26 (torch 2.11): inference went through, fine-tuni
 per-block torch.compile (docs/gpu.md); --no-block-compile turns that compile off, not yet run on a GPU.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -28,8 +29,6 @@ def main() -> int:
 
     if reason is not None:
         return bench.record_unavailable(reason, args)
-    import dataclasses
-
     from llm.unsloth_test.unsloth_backend import UNSLOTH
 
     return bench.run(dataclasses.replace(UNSLOTH, unsloth=with_side(args)), args)
