@@ -266,7 +266,6 @@ class Machine:
 
 
 def describe_machine(peak_tflops: float | None) -> Machine:
-
     import torch
 
     from llm.common.models import pick_device
@@ -574,8 +573,9 @@ class Bench:
             epoch=times.epoch, steps=times.steps, train_s=_fixed(times.train_s), eval_s=_fixed(times.eval_s),
             test_s=_fixed(times.test_s), other_s=_fixed(times.other_s), epoch_s=_fixed(times.epoch_s),
             train_tokens=times.tokens or "", tokens_per_s=_fixed(speed.tokens_per_s, 1),
-            train_tflops=_fixed(speed.tflops, 3), mfu=_fixed(speed.mfu, 4), peak_allocated_mb=_fixed(times.peak_allocated_mb, 1),
-            peak_reserved_mb=_fixed(times.peak_reserved_mb, 1), peak_rss_mb=_fixed(times.peak_rss_mb, 1),
+            train_tflops=_fixed(speed.tflops, 3), mfu=_fixed(speed.mfu, 4),
+            peak_allocated_mb=_fixed(times.peak_allocated_mb, 1), peak_reserved_mb=_fixed(times.peak_reserved_mb, 1),
+            peak_rss_mb=_fixed(times.peak_rss_mb, 1),
             train_loss=_loss(times.train_loss), eval_loss=_loss(times.eval_loss), status=STATUS_OK)
 
     def epoch_line(self, times: EpochTimes, flops: int) -> str:
@@ -583,7 +583,8 @@ class Bench:
         rates = ""
         if speed.tokens_per_s:
             mfu = f", MFU {speed.mfu:.1%}" if speed.mfu is not None else ""
-            rates = f", {times.tokens:,} tokens, {speed.tokens_per_s:,.0f} tokens/s, {speed.tflops:.2f} TFLOP/s{mfu}"
+            rates = (f", {times.tokens:,} tokens, {speed.tokens_per_s:,.0f} tokens/s, "
+                     f"{speed.tflops:.2f} TFLOP/s{mfu}")
         memory = (f"peak {times.peak_allocated_mb:,.0f} MB allocated / {times.peak_reserved_mb:,.0f} MB reserved"
                   if times.peak_allocated_mb is not None else f"peak GPU memory n/a (CPU), peak RSS {times.peak_rss_mb:,.0f} MB")
         return (f"  timing of epoch {times.epoch}: training steps {times.train_s:.2f} s ({times.steps} steps"
@@ -817,9 +818,11 @@ def comparison_table(outcomes: list["Outcome"], machine: Machine) -> str:
         peaks = [getattr(row, name) for row in outcome.rows for name in ("peak_allocated_mb", "peak_rss_mb")
                  if getattr(row, name) is not None]
         eval_loss = _loss(outcome.rows[-1].eval_loss) or "-"
+        rate = f"{speed.tokens_per_s:,.0f}" if speed.tokens_per_s else "-"
+        mfu = f"{speed.mfu:.1%}" if speed.mfu else "-"
         lines.append(f"| {variant.name} | `{flags}` | ok | {outcome.steady_epoch_s:.2f} | {ratio} | {train_s:.2f} | "
-                     f"{mean('eval_s'):.2f} | {mean('test_s'):.2f} | {f'{speed.tokens_per_s:,.0f}' if speed.tokens_per_s else '-'} | "
-                     f"{f'{speed.mfu:.1%}' if speed.mfu else '-'} | {max(peaks):,.0f} | {eval_loss} | {'yes' if variant.same_recipe else 'no'} |")
+                     f"{mean('eval_s'):.2f} | {mean('test_s'):.2f} | {rate} | {mfu} | {max(peaks):,.0f} | "
+                     f"{eval_loss} | {'yes' if variant.same_recipe else 'no'} |")
     return "\n".join(lines)
 
 
