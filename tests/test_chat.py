@@ -414,3 +414,10 @@ def test_bytes_that_are_not_utf8_are_a_notice_and_the_chat_goes_on(memory: Memor
     assert said == ["(that line holds bytes that are not UTF-8 text, so it was not sent; type it again)"]
     chat.handle("안녕")
     assert said[-1] == BOT_LABEL + "응!" and model.inputs == ["안녕"]
+
+
+def test_a_bare_warning_tag_is_neither_shown_nor_stored(memory: MemoryStore):
+    chat, said, _ = make_chat(StubModel("[경고] 가족을 두고 하는 모욕은 하지 말아 줘."), memory)
+    chat.handle("엄마 없냐?")
+    assert said == [BOT_LABEL + "가족을 두고 하는 모욕은 하지 말아 줘."]
+    assert memory.memories() == []
