@@ -7,7 +7,7 @@ import argparse
 import sys
 
 try:
-    from llm.chat.chat import HINT, Chat, open_memory, run_interactive, run_prompts
+    from llm.chat.chat import HINT, Chat, memory_file, open_memory, run_interactive, run_prompts
     from llm.chat.options import add_chat_options, parse_chat_args
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
@@ -35,7 +35,8 @@ def main() -> int:
 
     model = load_chat_model(args)
     warn = to_stderr  # notices stay off stdout's transcript
-    memory, memory_off = (None, "memory is off (--no-memory)") if args.no_memory else open_memory(args.memory_db, warn)
+    memory, memory_off = (None, "memory is off (--no-memory)") if args.no_memory else open_memory(
+        memory_file(args.memory_db, model.loaded.is_tiny), warn)
     chat = Chat(model.answer, memory, say=lambda text: print(text, flush=True), warn=warn, memory_off_reason=memory_off,
                 too_long=model.too_long(), show_recall=args.show_recall)
     if args.prompt:

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 try:
-    from llm.chat.chat import open_memory
+    from llm.chat.chat import memory_file, open_memory
     from llm.chat.options import add_chat_options, add_web_options, check_can_listen, parse_chat_args
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
@@ -33,7 +33,8 @@ def main() -> int:
 
     model = load_chat_model(args)
     warn = to_stderr  # notices stay off stdout's transcript
-    memory, memory_off = (None, "memory is off (--no-memory)") if args.no_memory else open_memory(args.memory_db, warn)
+    memory, memory_off = (None, "memory is off (--no-memory)") if args.no_memory else open_memory(
+        memory_file(args.memory_db, model.loaded.is_tiny), warn)
     from llm.chat.web import Backend, build_app, serve
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -10,6 +10,7 @@ import logging
 import os
 import runpy
 import signal
+import socket
 import subprocess
 import sys
 import traceback
@@ -17,6 +18,13 @@ import warnings
 from pathlib import Path
 
 import pytest
+
+try:
+    import peft  # noqa: F401 (the first of the project's libraries this file needs)
+except ModuleNotFoundError as missing:  # pytest started outside the README's virtualenv
+    print(f"error: {missing}; run the tests in the project's virtualenv, as the README says: "
+          f". .venv/bin/activate && python -m pytest -q", file=sys.stderr)
+    sys.exit(2)
 from peft import get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -69,6 +77,12 @@ def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     plain = [row for row in train if not row["memory"]][: SMALL_TRAIN_ROWS - len(tagged)]
     valid = [row for row in rows if row["data_type"] == "valid"][:SMALL_VALID_ROWS]
     return write_csv(tmp_path_factory.mktemp("data") / "small.csv", plain + tagged + valid)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _script_process(script: str, *args: str) -> dict:

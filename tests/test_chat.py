@@ -401,10 +401,14 @@ def test_why_and_show_recall_say_which_memory_went_in_front(memory: MemoryStore)
     chat.handle("면접 너무 떨려")
     assert re.fullmatch(r"\(recalled \[내일 일정: 면접\], relevance [01]\.\d\d\)", said[-2])
     chat.handle("/why")
-    assert re.fullmatch(r"\(in front of your last message: \[내일 일정: 면접\], relevance [01]\.\d\d\)", said[-1])
+    assert said[-1] == said[-3]  # /why says it again
     chat.handle("너 이름이 뭐야?")
+    assert said[-2] == "(no memory recalled: none was relevant enough)"  # --show-recall says so on every turn
     chat.handle("/why")
-    assert said[-1].startswith("(no memory was put in front of your last message")
+    assert said[-1] == said[-3]
+    off = Chat(StubModel("응"), None, say=said.append, show_recall=True, memory_off_reason="memory is off (--no-memory)")
+    off.handle("면접 너무 떨려")
+    assert said[-2] == "(nothing recalled: memory is off (--no-memory))"
 
 
 def test_bytes_that_are_not_utf8_are_a_notice_and_the_chat_goes_on(memory: MemoryStore):

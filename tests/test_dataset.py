@@ -9,7 +9,7 @@ import pytest
 from conftest import BAD_DATASETS, DATASET, REPO, dataset_rows, write_csv
 from llm.common.data import REQUIRED_COLUMNS, DatasetError, load_splits
 from llm.common.korean import hangul_ratio
-from llm.common.markers import BARE_TAG, parse_memory_tag, split_memory_tag
+from llm.common.tags import parse_memory_tag, parse_tag, split_memory_tag
 
 CATEGORIES = REPO / "llm" / "OhLoRA_fine_tuning_categories.csv"
 
@@ -42,7 +42,7 @@ def test_memory_is_the_leading_tag_of_the_answer(rows):
         assert (tag or "") == row["memory"], row
         assert message == row["output_message"], row
         if row["memory"]:  # a memory "[key: value]", or a bare mark such as "[경고]"
-            assert parse_memory_tag(row["memory"]) is not None or BARE_TAG.fullmatch(row["memory"]), row
+            assert parse_tag(row["memory"]) is not None, row
 
 
 def test_every_answer_is_mostly_hangul(rows):

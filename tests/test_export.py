@@ -16,7 +16,7 @@ from transformers import set_seed
 from conftest import run_in_process, run_script
 from llm.chat.chat import BOT_LABEL, visible_text
 from llm.common.adapters import load_fine_tuned
-from llm.common.inference import MAX_LENGTH, generate_answers
+from llm.common.inference import MAX_LENGTH, MIN_NEW_TOKENS, generate_answers
 from llm.common.markers import ANSWER_END, build_prompt, strip_markers
 from llm.common.merged import MERGED_INFO, merge_into_folder
 from llm.common.models import load_local
@@ -40,14 +40,17 @@ PLAIN_TRANSFORMERS = textwrap.dedent("""
     for prompt in prompts:
         inputs = tokenizer(prompt, return_tensors="pt")
         start = inputs["input_ids"].shape[1]
-        # The folder's generation_config.json (stop string, max_length, EOS); only sampling is turned off.
-        greedy.append(tokenizer.decode(model.generate(**inputs, tokenizer=tokenizer, do_sample=False)[0, start:],
+        # The folder's generation_config.json (EOS); greedy, and the chat's length budget (prompt included).
+        budget = max(MAX_LENGTH - start, MIN_NEW_TOKENS)
+        greedy.append(tokenizer.decode(model.generate(**inputs, do_sample=False, max_new_tokens=budget)[0, start:],
                                        skip_special_tokens=True))
-    sampled = model.generate(**tokenizer(prompts[0], return_tensors="pt"), tokenizer=tokenizer)  # its defaults
-    print(json.dumps({"greedy": greedy, "sampled_length": sampled.shape[1], "dtype": str(model.dtype),
+    first = tokenizer(prompts[0], return_tensors="pt")
+    sampled = model.generate(**first)  # its defaults, nothing passed
+    print(json.dumps({"greedy": greedy, "sampled_new_tokens": sampled.shape[1] - first["input_ids"].shape[1],
+                      "dtype": str(model.dtype),
                       "loaded": sorted(name for name in sys.modules
                                        if name.split(".")[0] in ("peft", "llm") and sys.modules[name] is not None)}))
-""")
+""").replace("MAX_LENGTH", str(MAX_LENGTH)).replace("MIN_NEW_TOKENS", str(MIN_NEW_TOKENS))
 
 
 def export_args(world, *extra: str, adapter: Path | None = None, model_dir: Path | None = None,
@@ -96,9 +99,9 @@ def test_the_folder_is_a_plain_hugging_face_model(exported: dict, base_with_adap
 
     generation = json.loads((folder / "generation_config.json").read_text(encoding="utf-8"))
     tokenizer = base_with_adapter.tokenizer
-    assert generation["stop_strings"] == [ANSWER_END]
+    assert "stop_strings" not in generation and "max_length" not in generation  # plain generate() cannot use them
     assert generation["eos_token_id"] == tokenizer.eos_token_id and generation["pad_token_id"] == tokenizer.pad_token_id
-    assert (generation["do_sample"], generation["temperature"], generation["max_length"]) == (True, 0.6, MAX_LENGTH)
+    assert (generation["do_sample"], generation["temperature"], generation["max_new_tokens"]) == (True, 0.6, MAX_LENGTH)
     assert (generation["top_k"], generation["top_p"]) == (0, 1.0)  # plain temperature sampling, as the chat samples
 
     info = json.loads((folder / MERGED_INFO).read_text(encoding="utf-8"))
@@ -116,7 +119,7 @@ def test_plain_transformers_answers_like_base_plus_adapter(exported: dict, base_
     assert result.returncode == 0, result.stderr[-3000:]
     plain = json.loads(result.stdout)
     assert plain["loaded"] == [] and plain["dtype"] == "torch.float32"
-    assert plain["sampled_length"] <= MAX_LENGTH  # the folder's max_length applies
+    assert 0 < plain["sampled_new_tokens"] <= MAX_LENGTH  # the folder's max_new_tokens applies
 
     expected = [answer.text for answer in generate_answers(base_with_adapter.model, base_with_adapter.tokenizer,
                                                            prompts, batch_size=1)]  # greedy

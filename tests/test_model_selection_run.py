@@ -34,7 +34,9 @@ def selection_run(tmp_path_factory: pytest.TempPathFactory, small_dataset: Path)
     (models_dir / broken.folder / "config.json").write_text("{not json", encoding="utf-8")
     result = run_in_process(SCRIPT, "--dataset", str(small_dataset), "--models-dir", str(models_dir),
                         "--output-dir", str(output_dir), "--train-pairs", "8", "--epochs", "1")
-    assert result.returncode == 0, result.stderr[-3000:]
+    # The comparison runs to its end, then the exit code says a candidate failed.
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.stderr.splitlines()[-1] == f"error: 1 candidate(s) failed: {BROKEN} (their rows say why)"
     return {"output_dir": output_dir, "models_dir": models_dir, "dataset": small_dataset, "stdout": result.stdout}
 
 

@@ -30,7 +30,7 @@ from llm.common.specs import GEMMA, POLYGLOT, Recipe
 from llm.fine_tuning.options import build_parser
 from llm.fine_tuning.program import prepare
 
-LOG_NAME = re.compile(r"^\d{10}(-\d+)?( \(.+\))?\.txt$")
+LOG_NAME = re.compile(r"^\d{10}(-\d+)?(_[\w.-]+)?\.txt$")
 
 
 # --- completion-only loss ---
@@ -171,11 +171,11 @@ def test_script_trains_one_epoch_on_a_downloaded_layout_folder(tmp_path, small_s
     folder = hub_folder(spec, small_splits, tmp_path / spec.model_dir.name)
     result = run_in_process(script, "--model-dir", str(folder), "--dataset", str(small_dataset), "--epochs", "1",
                         "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"),
-                        "--log-name", "one epoch")
+                        "--log-name", "one_epoch")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "NOTICE" not in result.stdout  # real-layout weights: no stand-in
     (log,) = (tmp_path / "logs").glob("*.txt")
-    assert LOG_NAME.match(log.name) and log.name.endswith(" (one epoch).txt")
+    assert LOG_NAME.match(log.name) and log.name.endswith("_one_epoch.txt")
     text = log.read_text(encoding="utf-8")
     assert f"model folder: {folder}" in text and "inference test after epoch 1/1" in text
     adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
@@ -293,7 +293,8 @@ def test_log_names_never_overwrite(tmp_path):
     first.write_text("x")
     second = log_file_path(tmp_path, now=0)
     assert second != first and LOG_NAME.match(second.name)
-    assert log_file_path(tmp_path, "lr 1e-4", now=0).name.endswith(" (lr 1e-4).txt")
+    assert log_file_path(tmp_path, "lr 1e-4", now=0).name.endswith("_lr_1e-4.txt")
+    assert log_file_path(tmp_path, "../..", now=0).parent == tmp_path
 
 
 # --- saving ---

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_in_process, run_script
+from llm.common.tags import parse_memory_tag
 from llm.memory import morphemes, retrieval
 from llm.memory.evaluate_retrieval import read_pairs
 from llm.memory.morphemes import lemmas, space
@@ -50,7 +51,7 @@ def test_the_model_is_a_small_json_matching_the_features():
 
 
 def test_a_key_never_seen_in_training_is_recalled_through_meaning():
-    trained_keys = {retrieval.memory_key_value(tag)[0] for tag, _, _ in read_pairs(PAIRS_CSV)}
+    trained_keys = {parse_memory_tag(tag)[0] for tag, _, _ in read_pairs(PAIRS_CSV)}
     # absent from relevance_pairs.csv; since the refit on the dev pairs (dev/) those keys are in training too
     assert {"응원하는 팀", "자격증", "알레르기"}.isdisjoint(trained_keys)
     # no word of the memory is in the message: 야구 and 역전승 are what tie it to 두산
@@ -81,7 +82,7 @@ def test_at_most_one_memory_and_only_from_the_threshold(monkeypatch):
     tag, score = found  # one tag and its score, not a list
     assert tag in STORED and RELEVANCE_THRESHOLD <= score <= 1.0
     assert score == pytest.approx(relevance(tag, message))
-    assert score == max(relevance(t, message) for t in STORED)
+    assert score == pytest.approx(max(relevance(t, message) for t in STORED))  # scored in a batch: float order
     monkeypatch.setattr(retrieval, "RELEVANCE_THRESHOLD", score + 1e-6)
     assert most_relevant(STORED, message) is None  # the best memory just below the threshold: none
     monkeypatch.setattr(retrieval, "RELEVANCE_THRESHOLD", score)
@@ -108,8 +109,8 @@ def test_each_memory_is_analysed_once():
 
 def test_one_memory_scores_the_same_alone_and_among_many():
     message = "시험 범위가 너무 넓어"
-    together = [retrieval.features(*retrieval.memory_key_value(t), message) for t in STORED]
-    bank = retrieval.memory_bank(tuple(retrieval.memory_key_value(t) for t in STORED))
+    together = [retrieval.features(*parse_memory_tag(t), message) for t in STORED]
+    bank = retrieval.memory_bank(tuple(parse_memory_tag(t) for t in STORED))
     assert np.allclose(bank.features(message, space().analyse(message)), together)
 
 
@@ -135,7 +136,7 @@ def test_training_script_refits_and_reports_the_rows_it_did_not_see(tmp_path: Pa
     assert re.search(r"^cases held out \(4\): top-1 accuracy \d\.\d{3}$", result.stdout, re.M)
     model = json.loads(out.read_text(encoding="utf-8"))
     assert model["fitted_on"] == "pairs.csv rows 0:32, threshold on cases.csv rows 0:8"
-    rows = np.array([retrieval.features(*retrieval.memory_key_value(tag), prompt)
+    rows = np.array([retrieval.features(*parse_memory_tag(tag), prompt)
                      for tag, prompt, _ in read_pairs(pairs)])
     scores = retrieval.predict(rows, model)
     assert ((0.0 <= scores) & (scores <= 1.0)).all()

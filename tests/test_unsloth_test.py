@@ -67,7 +67,7 @@ def test_without_unsloth_writes_a_complete_row_and_a_log(runs: dict) -> None:
     assert row["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
     assert row["peak_memory_kind"] == ("cuda max_memory_allocated" if torch.cuda.is_available()
                                        else "peak resident memory (CPU)")
-    logs = list(runs["logs"].glob("* (without_unsloth tiny).txt"))
+    logs = list(runs["logs"].glob("*_without_unsloth_tiny.txt"))
     assert len(logs) == 1
     log = logs[0].read_text(encoding="utf-8")
     assert "[3/3] prompt:" in log  # the answers are logged
@@ -87,7 +87,7 @@ def test_with_unsloth_writes_a_complete_row_that_compare_pairs_with_without(runs
     assert all(float(with_row[name]) > 0 for name in FIGURES)
     assert with_row["device"] == without["device"] and with_row["device"].startswith("cuda: ")
     assert with_row["peak_memory_kind"] == "cuda max_memory_allocated"
-    logs = list(runs["logs"].glob("* (with_unsloth tiny).txt"))
+    logs = list(runs["logs"].glob("*_with_unsloth_tiny.txt"))
     assert len(logs) == 1
     log = logs[0].read_text(encoding="utf-8")
     assert "[3/3] prompt:" in log and "fine-tuning: 1 steps" in log
@@ -110,7 +110,7 @@ def test_with_unsloth_absent_exits_3_with_one_reason_and_an_unavailable_row(runs
     assert row["status"] == lines[0]
     assert (row["unsloth"], row["model"], row["prompts"]) == (WITH_NO_BLOCK_COMPILE, "Gemma-2 2B tiny stand-in", "3")
     assert all(row[name] == "" for name in FIGURES)
-    logs = list(runs["logs"].glob("* (with_unsloth tiny).txt"))
+    logs = list(runs["logs"].glob("*_with_unsloth_tiny.txt"))
     assert len(logs) == 1 and lines[0] in logs[0].read_text(encoding="utf-8")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import heavy_modules_after_help, run_in_process, run_script, start_script
+from conftest import free_port, heavy_modules_after_help, run_in_process, run_script, start_script
 from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER
 from llm.common.inference import Answer
 from llm.common.markers import ANSWER_END, ANSWER_START, strip_markers
@@ -42,12 +42,6 @@ needs_browser = pytest.mark.skipif(
     not HAS_BROWSER,
     reason=f"no headless browser: needs {CHROMIUM} and {CHROMEDRIVER} (Debian: apt-get install -y chromium "
            f"chromium-driver; .ci/run installs them as root) and selenium (requirements.txt)")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def web_args(world, *extra: str, adapter: Path | None = None) -> list[str]:

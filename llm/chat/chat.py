@@ -10,10 +10,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from llm.common.markers import printable_line, split_memory_tag, strip_markers
+from llm.common.markers import printable_line, strip_markers
+from llm.common.tags import split_memory_tag
 from llm.memory.store import MemoryStore, MemoryUnavailable
 
-DEFAULT_MEMORY_DB = Path(__file__).resolve().parents[1] / "memory" / "ohlora_memory.db"
+MEMORY_FOLDER = Path(__file__).resolve().parents[1] / "memory"
+DEFAULT_MEMORY_DB = MEMORY_FOLDER / "ohlora_memory.db"
+# The stand-in's noise ("[좋아하는 가수: � 너무]") must never become what the real model's chats recall.
+STAND_IN_MEMORY_DB = MEMORY_FOLDER / "ohlora_memory_stand_in.db"
 USER_LABEL = "나: "
 BOT_LABEL = "오로라: "
 EMPTY_ANSWER = "…"  # shown when nothing is left of an answer once its tag and markers are gone
@@ -55,13 +59,22 @@ def visible_text(answer_text: str) -> str:
     return printable_line(_LEADING_BRACKETS.sub("", strip_markers(answer_text))) or EMPTY_ANSWER
 
 
+def memory_file(chosen: Path | None, stand_in: bool) -> Path:
+    """The memory file: --memory-db when given, else the real model's, or the stand-in's own."""
+    return chosen if chosen is not None else STAND_IN_MEMORY_DB if stand_in else DEFAULT_MEMORY_DB
+
+
 def open_memory(path: Path, warn: Callable[[str], None]) -> tuple[MemoryStore | None, str]:
-    """(the memory store, "") or, after one line to `warn` saying why the chat goes on without it, (None, that line)."""
+    """(the memory store, "") after one line to `warn` naming the file; or, after one line saying why the chat
+    goes on without it, (None, that line)."""
     try:
-        return MemoryStore(path), ""
+        store = MemoryStore(path)
     except MemoryUnavailable as error:
         warn(f"memory is off: {error}")
         return None, f"memory is off: {error}"
+    warn(f"memory: {path} ({len(store.memories())} remembered; --memory-db chooses another file, --no-memory "
+         f"turns it off)")
+    return store, ""
 
 
 class MessageTooLong(Exception):
@@ -125,15 +138,17 @@ class Chat:
                 when = f"{memory.time:%Y-%m-%d %H:%M}" if memory.time else "time unknown"
                 self.say(f"  {memory.tag}  {when}  from: {memory.user_message}")
 
+    def recall_note(self, turn: Turn) -> str:
+        """Which memory went in front of a message, or why none did."""
+        if turn.recalled is not None:
+            return f"(recalled {turn.recalled}, relevance {turn.recall_score:.2f})"
+        if self.memory is None:
+            return f"(nothing recalled: {self.memory_off_reason})"
+        return "(no memory recalled: none was relevant enough)"
+
     def why(self) -> None:
         """Which memory was put in front of the last message, and why."""
-        turn = self.last_turn
-        if turn is None:
-            self.say("(no message yet)")
-        elif turn.recalled is None:
-            self.say("(no memory was put in front of your last message: none was relevant enough)")
-        else:
-            self.say(f"(in front of your last message: {turn.recalled}, relevance {turn.recall_score:.2f})")
+        self.say("(no message yet)" if self.last_turn is None else self.recall_note(self.last_turn))
 
     def forget(self) -> None:
         def clear(memory: MemoryStore) -> int:
@@ -168,8 +183,8 @@ class Chat:
         else:
             try:
                 self.last_turn = self.turn(text)
-                if self.show_recall and self.last_turn.recalled:
-                    self.say(f"(recalled {self.last_turn.recalled}, relevance {self.last_turn.recall_score:.2f})")
+                if self.show_recall:
+                    self.say(self.recall_note(self.last_turn))
                 self.say(BOT_LABEL + self.last_turn.shown)
             except MessageTooLong as error:
                 self.say(f"({error})")  # the chat goes on; nothing was generated or stored

@@ -10,7 +10,7 @@ import errno
 import socket
 from pathlib import Path
 
-from llm.chat.chat import DEFAULT_MEMORY_DB
+from llm.chat.chat import DEFAULT_MEMORY_DB, STAND_IN_MEMORY_DB
 from llm.common.cli import SEED, TEMPERATURE, UserError, add_trust_pickled_option, int_range, positive_int
 from llm.common.folders import read_adapter
 from llm.common.specs import SPECS, Recipe, repo_relative
@@ -42,8 +42,9 @@ def add_chat_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=SEED, default=None, help="random seed, for answers that repeat (default: none)")
     parser.add_argument("--max-trials", type=positive_int, default=Recipe.max_trials,
                         help="generations per message while the answer is empty (default: %(default)s)")
-    parser.add_argument("--memory-db", type=Path, default=DEFAULT_MEMORY_DB,
-                        help=f"the SQLite file of what she remembers (default: {repo_relative(DEFAULT_MEMORY_DB)})")
+    parser.add_argument("--memory-db", type=Path, default=None,
+                        help=f"the SQLite file of what she remembers (default: {repo_relative(DEFAULT_MEMORY_DB)}; "
+                             f"on the tiny stand-in its own file, {repo_relative(STAND_IN_MEMORY_DB)})")
     parser.add_argument("--no-memory", action="store_true", help="chat without memory: nothing stored or recalled")
 
 

@@ -10,7 +10,8 @@ from transformers import PreTrainedTokenizerBase
 
 from llm.common.cli import UserError
 from llm.common.specs import DEFAULT_DATASET
-from llm.common.markers import build_completion, build_prompt, split_memory_tag
+from llm.common.markers import build_completion, build_prompt
+from llm.common.tags import split_memory_tag
 
 REQUIRED_COLUMNS = ("data_type", "input_data", "output_data", "output_message", "memory")
 DATA_TYPES = ("train", "valid")

@@ -24,6 +24,18 @@ def folder_is_empty(path: Path) -> bool:
     return not path.is_dir() or not any(not child.name.startswith(".") for child in path.iterdir())
 
 
+def missing_config_hint(folder: Path) -> str:
+    """What to do about a folder without config.json: it may be an adapter, or the weights one folder deeper."""
+    if (folder / "adapter_config.json").is_file():
+        return ("; it holds a LoRA adapter (adapter_config.json), not a model: the chats and the export take it as "
+                "--adapter-dir, and llm/export_model.py makes a model of it")
+    deeper = sorted(child for child in folder.glob("*/config.json")) if folder.is_dir() else []
+    if deeper:
+        return (f"; the files are one folder deeper, in {deeper[0].parent}: move them up into {folder}, "
+                f"or give that folder instead")
+    return " (see llm/models/README.md for the file list)"
+
+
 def folder_model_type(folder: Path) -> str | None:
     """The model_type in a folder's config.json, or None when it is missing or unreadable."""
     return (read_json_object(folder / "config.json") or {}).get("model_type")

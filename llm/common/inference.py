@@ -8,7 +8,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from llm.common.data import token_count
-from llm.common.markers import ANSWER_END, build_prompt, printable_line, split_memory_tag, strip_markers
+from llm.common.markers import ANSWER_END, build_prompt, printable_line, strip_markers
+from llm.common.tags import split_memory_tag
 from llm.common.specs import DEFAULT_BATCH_SIZE, MAX_LENGTH
 
 MIN_NEW_TOKENS = 8  # so that a prompt near MAX_LENGTH still gets a chance to answer

@@ -1,7 +1,9 @@
 """Run logs: what a run prints, teed into fine_tuning_logs*/YYMMDDHHMM.txt; per-epoch losses and their plot."""
 
+import argparse
 import os
 import platform
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -25,10 +27,23 @@ def library_versions(names: tuple[str, ...] = LIBRARIES) -> str:
     return ", ".join([f"python {platform.python_version()}", *(f"{name} {installed(name)}" for name in names)])
 
 
-def log_file_path(logs_dir: Path, log_name: str | None = None, now: float | None = None) -> Path:
-    """`YYMMDDHHMM.txt` (or `YYMMDDHHMM (name).txt`); `-2`, `-3`... when that minute is taken."""
+LOG_NAME = re.compile(r"\w[\w.-]*")  # letters (Hangul too), digits, '_', '.', '-': one file name, no folder
+
+
+def log_name(text: str) -> str:
+    """argparse type of --log-name: a word that can end a file name, never a path."""
+    if not LOG_NAME.fullmatch(text) or ".." in text:
+        raise argparse.ArgumentTypeError(f"expected letters, digits, '_', '.' or '-' (no spaces, no '/', no '..'), "
+                                         f"got {text!r}")
+    return text
+
+
+def log_file_path(logs_dir: Path, name: str | None = None, now: float | None = None) -> Path:
+    """`YYMMDDHHMM.txt` (or `YYMMDDHHMM_name.txt`); `-2`, `-3`... when that minute is taken. A name that is not a
+    log_name has its other characters replaced by '_'."""
     stamp = time.strftime("%y%m%d%H%M", time.localtime(now))
-    suffix = f" ({log_name})" if log_name else ""
+    cleaned = re.sub(r"[^\w.-]+", "_", name or "").strip("._-")
+    suffix = f"_{cleaned}" if cleaned else ""
     candidate, counter = logs_dir / f"{stamp}{suffix}.txt", 2
     while candidate.exists():
         candidate, counter = logs_dir / f"{stamp}-{counter}{suffix}.txt", counter + 1
@@ -36,17 +51,35 @@ def log_file_path(logs_dir: Path, log_name: str | None = None, now: float | None
 
 
 class _Tee:
-    """stdout while a log is open: the terminal and the log file; a failed write to the file is one line."""
+    """stdout while a log is open: the terminal and the log file; a failed write to the file is one line.
+
+    The terminal gets whole lines, each written with the progress bars cleared and redrawn below it
+    (tqdm.external_write_mode): a bar that redraws itself mid-line would otherwise split the line in two.
+    """
 
     def __init__(self, terminal: TextIO, log: "RunLog") -> None:
         self.terminal, self.log = terminal, log
+        self._pending = ""
 
     def write(self, text: str) -> int:
-        self.terminal.write(text)
         self.log.to_file(text)
+        self._pending += text
+        if "\n" in self._pending:
+            lines, _, self._pending = self._pending.rpartition("\n")
+            self._to_terminal(lines + "\n")
         return len(text)
 
+    def _to_terminal(self, text: str) -> None:
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=sys.stderr):  # the bars draw on stderr, the same screen
+            self.terminal.write(text)
+            self.terminal.flush()
+
     def flush(self) -> None:
+        if self._pending:  # a prompt without a newline: shown now
+            text, self._pending = self._pending, ""
+            self._to_terminal(text)
         self.terminal.flush()
 
     def isatty(self) -> bool:
@@ -94,8 +127,15 @@ class RunLog:
         else:
             self.to_file(text + "\n")
 
+    def notice(self, text: str) -> None:
+        """A notice (the tiny stand-in's): into the log, and once on the screen, on stderr, where it is seen even
+        when stdout goes to a file."""
+        self.to_file(text + "\n")
+        print(text, file=sys.stderr, flush=True)
+
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
+        sys.stdout.flush()
         sys.stdout = self._stdout
         if self._file is None:
             return

@@ -1,14 +1,9 @@
-"""Prompt markers and memory tags: the text conventions every script shares."""
+"""The prompt template's markers: building prompts and completions, and stripping marker pieces from answers."""
 
 import re
 
 ANSWER_START = "(답변 시작) ### 답변:"
 ANSWER_END = "(답변 종료)"
-
-# A memory tag is "[key: value]" at the very start of a text, e.g. "[내일 일정: 면접]".
-MEMORY_TAG = re.compile(r"^\s*\[\s*(?P<key>[^\[\]:\s][^\[\]:]*?)\s*:\s*(?P<value>[^\[\]\s][^\[\]]*?)\s*\]\s*")
-BARE_TAG = re.compile(r"^\s*\[\s*(?P<key>[^\[\]:\s][^\[\]:]*?)\s*\]\s*")  # "[경고]": marks, never stored
-
 
 # A marker's pieces: a half-trained model emits them in any order and number ("(답변 종료)", "종료)",
 # "### 답변:", "(답변"); a run of them counts as a marker fragment when it holds a word and a symbol.
@@ -63,24 +58,3 @@ def build_completion(output_data: str) -> str:
     """The target the loss is computed on (the trainer appends the EOS token)."""
     return f" {output_data.strip()} {ANSWER_END}"
 
-
-def split_memory_tag(text: str) -> tuple[str | None, str]:
-    """Split a leading tag off a text: (tag or None, rest of the text).
-
-    The tag is "[key: value]", a memory, or a bare "[key]" such as the original's "[경고]" (a mark on the
-    answer that is shown to no one and never stored).
-    """
-    match = MEMORY_TAG.match(text) or BARE_TAG.match(text)
-    if match is None:
-        return None, text.strip()
-    value = match.groupdict().get("value")
-    tag = f"[{match['key'].strip()}: {value.strip()}]" if value else f"[{match['key'].strip()}]"
-    return tag, text[match.end():].strip()
-
-
-def parse_memory_tag(tag: str) -> tuple[str, str] | None:
-    """(key, value) of a whole tag like "[오늘 날씨: 비]", or None if it is not one."""
-    match = MEMORY_TAG.fullmatch(tag.strip())
-    if match is None:
-        return None
-    return match["key"].strip(), match["value"].strip()

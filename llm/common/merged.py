@@ -2,8 +2,9 @@
 
 `llm/export_model.py` writes it (`merge_into_folder`); the chats load it with `--merged DIR` (`load_merged`).
 Besides the weights, tokenizer and config, the folder holds a generation_config.json that carries the recipe's
-sampling and stops at the end marker, so `AutoModelForCausalLM.from_pretrained(DIR).generate(...)` (or vLLM)
-answers like the chat, and ohlora_merged.json, which says what was merged (and marks the folder as merged, so
+sampling and stops at the EOS the model writes right after the end marker, so
+`AutoModelForCausalLM.from_pretrained(DIR).generate(**inputs)` or `pipeline("text-generation", model=DIR)` (or
+vLLM) answers like the chat, and ohlora_merged.json, which says what was merged (and marks the folder as merged, so
 that it is never used as a base for a second copy of the adapter).
 """
 
@@ -18,7 +19,7 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from llm.common.adapters import load_fine_tuned
 from llm.common.cli import UserError, to_stderr
 from llm.common.inference import MAX_LENGTH
-from llm.common.markers import ANSWER_END
+from llm.common.markers import ANSWER_START
 from llm.common.folders import folder_is_empty, is_tiny_stand_in, read_json_object
 from llm.common.models import LoadedModel, load_local, read_config, save_in_hub_layout
 from llm.common.outputs import save_folder_atomically
@@ -57,13 +58,21 @@ def export_command(spec: ModelSpec, output_dir: Path) -> str:
 
 
 def generation_config(tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
-    """The chat's generation as defaults: sample at the recipe's temperature (no top-k / top-p cut, as
-    llm/common/inference.py samples), at most MAX_LENGTH tokens prompt included, stop at the end marker or EOS."""
+    """The chat's sampling as defaults for other programs: the recipe's temperature, no top-k / top-p cut (as
+    llm/common/inference.py samples), at most MAX_LENGTH new tokens, and the end as a token id: fine-tuning
+    taught the model to write EOS right after the end marker, and an `eos_token_id` is what plain `generate`,
+    `pipeline`, vLLM and llama.cpp all stop on (stop strings need `generate(..., tokenizer=...)`; a length in
+    `max_length` would clash with a caller's `max_new_tokens`)."""
     return GenerationConfig(
-        do_sample=True, temperature=Recipe.temperature, top_k=0, top_p=1.0, max_length=MAX_LENGTH,
-        stop_strings=[ANSWER_END], eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
+        do_sample=True, temperature=Recipe.temperature, top_k=0, top_p=1.0, max_new_tokens=MAX_LENGTH,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
     )
+
+
+# For programs that speak in chat messages (pipeline with messages, vLLM's chat API): the model was trained on
+# single turns, so the prompt is the last user message in the training format.
+CHAT_TEMPLATE = ("{%- for message in messages if message['role'] == 'user' %}{%- if loop.last %}"
+                 "{{ message['content'] | trim }} " + ANSWER_START + "{%- endif %}{%- endfor %}")
 
 
 def base_dtype(model_dir: Path) -> torch.dtype:
@@ -87,6 +96,7 @@ def merge_into_folder(spec: ModelSpec, model_dir: Path, adapter_dir: Path, outpu
         merged: PreTrainedModel = loaded.model.merge_and_unload()
     merged = merged.to(dtype)
     merged.generation_config = generation_config(loaded.tokenizer)
+    loaded.tokenizer.chat_template = CHAT_TEMPLATE
     info = {
         "model": spec.name, "architecture": spec.architecture, "base": repo_relative(loaded.model_dir),
         "adapter": repo_relative(adapter_dir), "tiny_stand_in": loaded.is_tiny,

@@ -28,7 +28,7 @@ from transformers.utils import logging as hf_logging
 
 from llm.common.cli import TRUST_PICKLED_OPTION, UserError, first_line
 from llm.common.data import Splits
-from llm.common.folders import folder_is_empty
+from llm.common.folders import folder_is_empty, missing_config_hint
 from llm.common.specs import MODELS_DIR, TINY_CONTEXT, ModelSpec
 
 DEFAULT_TINY_CACHE_DIR = MODELS_DIR / "tiny"
@@ -95,7 +95,7 @@ def check_model_folder(spec: ModelSpec, model_dir: Path, trust_pickled: bool = F
     """
     config_path = model_dir / "config.json"
     if not config_path.is_file():
-        raise ModelFolderError(f"{model_dir}: config.json is missing (see llm/models/README.md for the file list)")
+        raise ModelFolderError(f"{model_dir}: config.json is missing{missing_config_hint(model_dir)}")
     try:
         model_type = json.loads(config_path.read_text(encoding="utf-8")).get("model_type")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
@@ -137,9 +137,10 @@ def load_local(spec: ModelSpec, model_dir: Path, device: str, dtype: torch.dtype
     pickled = check_model_folder(spec, model_dir, trust_pickled)
     tokenizer = load_tokenizer(model_dir, read_config(model_dir).vocab_size)  # cheap: before the weights
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=dtype, trust_remote_code=False, use_safetensors=not pickled, **spec.load_kwargs
-        )
+        with no_progress_bars():  # a bar per load would split the run's own lines; loading takes seconds
+            model = AutoModelForCausalLM.from_pretrained(
+                model_dir, dtype=dtype, trust_remote_code=False, use_safetensors=not pickled, **spec.load_kwargs
+            )
     except pickle.UnpicklingError:
         raise ModelFolderError(f"{model_dir}: the pickled weights hold more than tensors (objects that run code "
                                f"when unpickled); not loaded even with {TRUST_PICKLED_OPTION}") from None

@@ -196,6 +196,18 @@ def save_folder_atomically(path: Path, write: Callable[[Path], None], what: str)
             shutil.rmtree(previous, ignore_errors=True)
 
 
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write beside, then rename: the old file stays whole until the new one is; OutputError (one line) when the
+    place cannot be written."""
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, path)
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise OutputError(f"{path} not written: {describe_os_error(error, path)}") from None
+
+
 def append_line_safely(path: Path, text: str) -> None:
     """Append text to a file, first ending its last line when a hand edit left it without a newline."""
     with path.open("a+b") as handle:

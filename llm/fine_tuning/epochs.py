@@ -12,13 +12,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
-from transformers.trainer_callback import ProgressCallback
+from transformers.trainer_utils import has_length
 
 from llm.common.data import Example
 from llm.common.inference import DEFAULT_BATCH_SIZE, STOP_MARKER, Answer, format_answers, generate_answers
 from llm.common.logs import RunLog, epoch_losses
-from llm.common.markers import split_memory_tag
+from llm.common.tags import split_memory_tag
 from llm.common.specs import Recipe
 
 
@@ -64,17 +65,43 @@ def epoch_table(rows: list[EpochSummary]) -> str:
     return "\n".join(lines)
 
 
-class QuietProgress(ProgressCallback):
-    """The Trainer's progress bar, with the logged values going to the log file as numbers, not to the screen."""
+class RunProgress(TrainerCallback):
+    """The progress bars of a run: "training" over all its steps, and "eval loss" while the eval loss is computed
+    (removed when done); the logged values go to the log file as numbers, not to the screen."""
 
     def __init__(self, log: RunLog) -> None:
-        super().__init__()
         self.log = log
+        self.training: tqdm | None = None
+        self.evaluating: tqdm | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.training = tqdm(total=state.max_steps, initial=state.global_step, desc="training", dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.training is not None:
+            self.training.update(state.global_step - self.training.n)
+
+    def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
+        if state.is_world_process_zero and has_length(eval_dataloader):
+            if self.evaluating is None:
+                self.evaluating = tqdm(total=len(eval_dataloader), desc="eval loss", leave=False, dynamic_ncols=True)
+            self.evaluating.update(1)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        if self.evaluating is not None:
+            self.evaluating.close()
+            self.evaluating = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:
             numbers = {key: value for key, value in logs.items() if key != "total_flos"}
             self.log.detail(json.dumps(numbers, ensure_ascii=False))
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.training is not None:
+            self.training.close()
+            self.training = None
 
 
 class EpochReport(TrainerCallback):

@@ -5,6 +5,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from llm.common.cli import ArgumentParser, add_trust_pickled_option
+from llm.common.logs import log_name
 from llm.common.specs import DEFAULT_DATASET, TINY_RECIPE, ModelSpec, Recipe
 
 KEEP_CHOICES = ("last", "best")
@@ -45,7 +46,8 @@ def build_parser(spec: ModelSpec) -> argparse.ArgumentParser:
                              "<output-dir>_checkpoints/runs; needs `pip install tensorboard`) (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true",
                         help="print every answer of the per-epoch tests on the terminal too (they always go to the log)")
-    parser.add_argument("--log-name", default=None, help="appended to the log file name as ' (TEXT)'")
+    parser.add_argument("--log-name", type=log_name, default=None, metavar="NAME",
+                        help="appended to the log file name: YYMMDDHHMM_NAME.txt (letters, digits, '_', '.', '-')")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its latest complete checkpoint, with its settings")
     add_trust_pickled_option(parser)

@@ -36,7 +36,7 @@ from llm.common.specs import DEFAULT_DATASET, TINY_RECIPE, ModelSpec, Recipe, re
 from llm.common.training import build_trainer, lora_config, save_adapter_atomically
 from llm.fine_tuning import resume
 from llm.fine_tuning.epochs import (
-    EpochReport, EpochSummary, QuietProgress, best_epoch, empty_count, epoch_table, match_report,
+    EpochReport, EpochSummary, RunProgress, best_epoch, empty_count, epoch_table, match_report,
 )
 
 MATCH_PROBE_SIZE = 40  # train prompts answered greedily before and after training
@@ -180,7 +180,7 @@ def train(run: Run, log: RunLog, callbacks: Sequence[TrainerCallback] = (),
         callbacks=[*callbacks, report, resume.CheckpointLog(run.checkpoints.folder, log)],
         **(dict(report_to=run.args.report_to) | keep_best | trainer_overrides))
     trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(QuietProgress(log))
+    trainer.add_callback(RunProgress(log))
     if is_main:
         # Left by a kill during a save; the Trainer would count them among the checkpoints it keeps.
         for checkpoint in resume.remove_incomplete(run.checkpoints):
@@ -201,14 +201,14 @@ def train(run: Run, log: RunLog, callbacks: Sequence[TrainerCallback] = (),
             raise
         raise UserError(f"no space left on {run.checkpoints.folder}: a checkpoint could not be written; the "
                         f"complete ones are kept: free some space and run again with --resume") from None
-    print(f"[rank {run.state.process_index}/{run.state.num_processes}] trained {trainer.state.global_step} steps "
-          f"({len(trainer.get_train_dataloader())} per epoch), final train loss {result.training_loss:.4f}",
-          file=sys.stderr)
+    if run.state.num_processes > 1:  # each process says what it did
+        print(f"[rank {run.state.process_index}/{run.state.num_processes}] trained {trainer.state.global_step} steps "
+              f"({len(trainer.get_train_dataloader())} per epoch), final train loss {result.training_loss:.4f}",
+              file=sys.stderr)
     return trainer, report
 
 
-def finish(run: Run, trainer: SFTTrainer, report: EpochReport, log: RunLog, log_path: Path,
-           matches_before: str) -> None:
+def finish(run: Run, trainer: SFTTrainer, report: EpochReport, log: RunLog, log_path: Path) -> None:
     """Save the adapter, plot, test what was saved; the log ends with the table and where the adapter went."""
     best = best_epoch(report.rows)
     kept = (best.epoch if run.args.keep == "best" and best else round(trainer.state.epoch))
@@ -232,8 +232,8 @@ def finish(run: Run, trainer: SFTTrainer, report: EpochReport, log: RunLog, log_
         log.detail(format_answers(title, answers))
         print(f"{title}: empty answers {empty_count(answers)}/{len(answers)}, ended at the end marker "
               f"{sum(answer.stop == STOP_MARKER for answer in answers)}/{len(answers)}")
-    print(f"greedy answers to {len(_probe(run.splits))} train prompts vs the dataset: before training "
-          f"{matches_before}; after: {match_report(reloaded.model, reloaded.tokenizer, _probe(run.splits))}")
+    print(f"greedy answers to {len(_probe(run.splits))} train prompts vs the dataset, after training: "
+          f"{match_report(reloaded.model, reloaded.tokenizer, _probe(run.splits))}")
     log.detail("per-epoch summary:\n" + epoch_table(report.rows))
     if best is not None:
         print(f"lowest eval loss: epoch {best.epoch} ({best.eval_loss:.4f}); the adapter saved is epoch {kept}'s "
@@ -253,6 +253,9 @@ class _Silent(contextlib.redirect_stdout):
     def detail(self, text: str) -> None:
         pass
 
+    def notice(self, text: str) -> None:
+        pass
+
 
 def fine_tune(spec: ModelSpec, args: argparse.Namespace) -> int:
     """Prepare, train, finish (args from llm.fine_tuning.options.build_parser); returns an exit code."""
@@ -266,14 +269,12 @@ def fine_tune(spec: ModelSpec, args: argparse.Namespace) -> int:
         print(header(run))
         if recovered:
             print(recovered)
-        matches_before = ""
         if is_main:
-            matches_before = match_report(run.loaded.model, run.loaded.tokenizer, _probe(run.splits))
             print(f"greedy answers to {len(_probe(run.splits))} train prompts vs the dataset, before training: "
-                  f"{matches_before}")
+                  f"{match_report(run.loaded.model, run.loaded.tokenizer, _probe(run.splits))}")
         trainer, report = train(run, log)
         if is_main:
-            finish(run, trainer, report, log, log_path, matches_before)
+            finish(run, trainer, report, log, log_path)
     # The other processes wait for the main one's save and tests, then all leave the process group together: one
     # that exits still in it can abort in gloo's teardown, and torchrun then stops the main one mid-save.
     run.state.wait_for_everyone()

@@ -13,7 +13,7 @@ correlation 0.36 (MAE 0.21): keys and words outside the lists get almost nothing
 import re
 import unicodedata
 
-from llm.common.markers import parse_memory_tag
+from llm.common.tags import parse_memory_tag
 
 # A stored memory is prepended to the prompt only when its score reaches this (0.5 = "keys share a word").
 RELEVANCE_THRESHOLD = 0.65
@@ -154,15 +154,9 @@ def topic_score(key: str, message: str) -> float:
     return sum(w / total * key_similarity(k, key) for k, w in weights.items())
 
 
-def memory_key_value(tag: str) -> tuple[str, str] | None:
-    """(key, value) of a whole "[key: value]" tag with neither part empty, else None ("[ : x]" included)."""
-    parsed = parse_memory_tag(tag) if isinstance(tag, str) else None
-    return parsed if parsed is not None and all(parsed) else None
-
-
 def relevance(tag: str, message: str) -> float:
     """Relevance in [0, 1] of a memory tag like "[내일 일정: 면접]" to a user message; 0 for a malformed tag."""
-    parsed = memory_key_value(tag)
+    parsed = parse_memory_tag(tag)
     if parsed is None or not message.strip():
         return 0.0
     key, value = parsed

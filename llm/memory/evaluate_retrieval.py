@@ -29,7 +29,8 @@ try:
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
 from llm.memory import cue_scorer, retrieval
-from llm.memory.retrieval import memory_key_value, most_relevant, relevance
+from llm.common.tags import parse_memory_tag
+from llm.memory.retrieval import most_relevant, relevance
 
 EVAL_CSV = Path(__file__).with_name("retrieval_eval.csv")
 EVAL_COLUMNS = ("user_prompt", "memories", "relevant")
@@ -83,7 +84,7 @@ def read_cases(path: Path) -> list[tuple[str, list[str], str | None]]:
     for line, row in enumerate(read_rows(path, EVAL_COLUMNS), start=2):
         tags = [tag.strip() for tag in row["memories"].split(MEMORY_SEPARATOR)]
         relevant = row["relevant"].strip()
-        if any(memory_key_value(tag) is None for tag in tags):
+        if any(parse_memory_tag(tag) is None for tag in tags):
             raise DataError(f"{path}: line {line}: memories must be '[key: value]' tags separated by '|'")
         if relevant != NONE_LABEL and relevant not in tags:
             raise DataError(f"{path}: line {line}: relevant must be one of the memories or '{NONE_LABEL}'")
@@ -95,7 +96,7 @@ def read_pairs(path: Path) -> list[tuple[str, str, float]]:
     """(memory tag, user prompt, graded relevance) per row of a pairs CSV."""
     pairs = []
     for line, row in enumerate(read_rows(path, PAIR_COLUMNS), start=2):
-        if memory_key_value(row["memory_0"]) is None:
+        if parse_memory_tag(row["memory_0"]) is None:
             raise DataError(f"{path}: line {line}: memory_0 is not a '[key: value]' tag")
         try:
             grade = float(row["similarity_score"])

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llm.common.markers import parse_memory_tag
+from llm.common.tags import parse_memory_tag
 from llm.memory.morphemes import Analysis, space
 
 MODEL_JSON = Path(__file__).with_name("retrieval_model.json")
@@ -53,12 +53,6 @@ except (OSError, ValueError, KeyError) as error:  # train_retrieval.py can still
 # A stored memory is prepended to the prompt only when its score reaches this (chosen by train_retrieval.py:
 # the best top-1 accuracy on its retrieval cases).
 RELEVANCE_THRESHOLD: float = float(_MODEL["threshold"]) if _MODEL else 0.5
-
-
-def memory_key_value(tag: str) -> tuple[str, str] | None:
-    """(key, value) of a whole "[key: value]" tag with neither part empty, else None ("[ : x]" included)."""
-    parsed = parse_memory_tag(tag) if isinstance(tag, str) else None
-    return parsed if parsed is not None and all(parsed) else None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -230,12 +224,12 @@ def _scores(parsed: list[tuple[str, str] | None], message: str) -> list[float]:
 
 def relevance(tag: str, message: str) -> float:
     """Relevance in [0, 1] of a memory tag like "[내일 일정: 면접]" to a user message; 0 for a malformed tag."""
-    return _scores([memory_key_value(tag)], message)[0]
+    return _scores([parse_memory_tag(tag)], message)[0]
 
 
 def most_relevant(tags: list[str], message: str) -> tuple[str, float] | None:
     """The best tag for the message and its score if it reaches the threshold; ties go to the earlier tag."""
-    scores = _scores([memory_key_value(tag) for tag in tags], message)
+    scores = _scores([parse_memory_tag(tag) for tag in tags], message)
     best = max(zip(tags, scores), key=lambda pair: pair[1], default=None)
     if best is None or best[1] < RELEVANCE_THRESHOLD:
         return None

@@ -11,7 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Iterator, NamedTuple
 
-from llm.memory.retrieval import memory_key_value, most_relevant
+from llm.common.tags import parse_memory_tag
+from llm.memory.retrieval import most_relevant
 
 BUSY_TIMEOUT_S = 10.0  # how long a write waits for another process's transaction before giving up
 # PRAGMA application_id of this project's memory files ("OhLR"): another program's SQLite file is left untouched.
@@ -76,7 +77,7 @@ class MemoryStore:
 
     def add(self, tag: str, user_message: str) -> bool:
         """Store a whole "[key: value]" tag; False (nothing stored) if it is not one."""
-        parsed = memory_key_value(tag)
+        parsed = parse_memory_tag(tag)
         if parsed is None:
             return False
         key, value = parsed

@@ -30,7 +30,8 @@ import numpy as np  # noqa: E402 (after the line that explains a missing virtual
 
 from llm.memory import morphemes
 from llm.memory.evaluate_retrieval import EVAL_CSV, _row_slice, answer_metrics, read_cases, read_pairs
-from llm.memory.retrieval import FEATURES, MODEL_JSON, features, memory_key_value, predict
+from llm.common.tags import parse_memory_tag
+from llm.memory.retrieval import FEATURES, MODEL_JSON, features, predict
 
 PAIRS_CSV = Path(__file__).with_name("relevance_pairs.csv")
 DEV_PAIRS_CSV = Path(__file__).parent / "dev" / "relevance_pairs_dev.csv"
@@ -79,7 +80,7 @@ def fit(rows: np.ndarray, grades: np.ndarray, c: float = C, steps: int = 4000) -
 
 
 def pair_rows(pairs: list[tuple[str, str, float]]) -> tuple[np.ndarray, np.ndarray]:
-    rows = [features(*memory_key_value(tag), prompt) for tag, prompt, _ in pairs]
+    rows = [features(*parse_memory_tag(tag), prompt) for tag, prompt, _ in pairs]
     return np.array(rows), np.array([grade for _, _, grade in pairs])
 
 
@@ -87,7 +88,7 @@ def best_picks(cases, model: dict) -> list[tuple[str | None, float]]:
     """Per case: the best tag by the model and its score."""
     picks = []
     for prompt, tags, _ in cases:
-        scores = predict(np.array([features(*memory_key_value(tag), prompt) for tag in tags]), model)
+        scores = predict(np.array([features(*parse_memory_tag(tag), prompt) for tag in tags]), model)
         best = int(np.argmax(scores))
         picks.append((tags[best], float(scores[best])))
     return picks

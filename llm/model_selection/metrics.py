@@ -10,7 +10,8 @@ import math
 from difflib import SequenceMatcher
 
 from llm.common.korean import hangul_ratio
-from llm.common.markers import parse_memory_tag, split_memory_tag, strip_markers
+from llm.common.markers import strip_markers
+from llm.common.tags import Tag, leading_tag, parse_tag
 
 REPETITION_THRESHOLD = 0.9  # SequenceMatcher ratio at or above which two samples count as the same answer
 
@@ -26,17 +27,13 @@ def _normalise(text: str) -> str:
 
 
 def answer_body(answer: str) -> str:
-    """The answer without markers, surrounding whitespace and a leading memory tag."""
-    return split_memory_tag(strip_markers(answer))[1]
+    """The answer without markers, surrounding whitespace and a leading tag."""
+    return leading_tag(strip_markers(answer))[1]
 
 
-def leading_tag(answer: str) -> tuple[str, str] | None:
-    """(key, value) of the answer's leading memory tag, whitespace-normalised; None if it has none."""
-    tag = split_memory_tag(strip_markers(answer))[0]
-    if tag is None:
-        return None
-    key, value = parse_memory_tag(tag)
-    return _normalise(key), _normalise(value)
+def answer_tag(answer: str) -> Tag | None:
+    """The answer's leading tag (a memory or a bare mark such as "[경고]"), normalised; None if it has none."""
+    return leading_tag(strip_markers(answer))[0]
 
 
 def empty_answer_rate(answers: list[str]) -> float:
@@ -69,31 +66,31 @@ def answer_hangul_ratio(answers: list[str]) -> float:
     return sum(map(hangul_ratio, bodies)) / len(bodies) if bodies else math.nan
 
 
-def _expected_tags(expected_tags: list[str]) -> list[tuple[str, str] | None]:
-    """Parse expected tags ("" or None: no tag expected); ValueError on a malformed tag."""
+def _expected_tags(expected_tags: list[str]) -> list[Tag | None]:
+    """Parse expected tags, memories or bare marks ("" or None: no tag expected); ValueError on a malformed tag."""
     parsed = []
-    for tag in expected_tags:
-        if not tag or not tag.strip():
+    for text in expected_tags:
+        if not text or not text.strip():
             parsed.append(None)
             continue
-        key_value = parse_memory_tag(tag)
-        if key_value is None:
-            raise ValueError(f"not a memory tag: {tag!r}")
-        parsed.append((_normalise(key_value[0]), _normalise(key_value[1])))
+        tag = parse_tag(text)
+        if tag is None:
+            raise ValueError(f"not a tag: {text!r}")
+        parsed.append(tag)
     return parsed
 
 
 def memory_tag_accuracy(expected_tags: list[str], answers: list[str]) -> float:
-    """Over rows that expect a tag, share of answers whose leading tag has the same key and value
-    (whitespace-normalised); rows expecting none are ignored; NaN if no row expects a tag."""
-    rows = [(e, leading_tag(a)) for e, a in zip(_expected_tags(expected_tags), answers, strict=True) if e]
+    """Over rows that expect a tag, share of answers whose leading tag is that tag (same key and value, or the
+    same bare mark; normalised); rows expecting none are ignored; NaN if no row expects a tag."""
+    rows = [(e, answer_tag(a)) for e, a in zip(_expected_tags(expected_tags), answers, strict=True) if e]
     return _share(sum(e == got for e, got in rows), len(rows))
 
 
 def memory_tag_key_accuracy(expected_tags: list[str], answers: list[str]) -> float:
     """Like memory_tag_accuracy, but only the tag's key has to match; NaN if no row expects a tag."""
-    rows = [(e, leading_tag(a)) for e, a in zip(_expected_tags(expected_tags), answers, strict=True) if e]
-    return _share(sum(got is not None and e[0] == got[0] for e, got in rows), len(rows))
+    rows = [(e, answer_tag(a)) for e, a in zip(_expected_tags(expected_tags), answers, strict=True) if e]
+    return _share(sum(got is not None and e.key == got.key for e, got in rows), len(rows))
 
 
 def summarise(

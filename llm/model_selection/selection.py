@@ -8,11 +8,13 @@ import argparse
 import csv
 import dataclasses
 import gc
+import io
 import math
 import os
 import platform
 import re
 import shlex
+import sys
 import tempfile
 import time
 import traceback
@@ -27,6 +29,7 @@ from llm.common.cli import UserError
 from llm.common.data import Example, Splits, check_fits_context, load_splits
 from llm.common.inference import Answer, generate_answers
 from llm.common.measure import Measurement, measure
+from llm.common.outputs import check_writable_folder, write_text_atomically
 from llm.common.folders import folder_is_empty, folder_model_type
 from llm.common.models import LoadedModel, ensure_tiny_model, load_local, pick_device
 from llm.common.logs import epoch_losses
@@ -120,10 +123,11 @@ def plan_jobs(candidates: list[Candidate], models_dir: Path, tiny: bool) -> list
 
 
 def _write_csv(path: Path, columns: list[str], rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows({column: _csv_value(row.get(column)) for column in columns} for row in rows)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows({column: _csv_value(row.get(column)) for column in columns} for row in rows)
+    write_text_atomically(path, text.getvalue())
 
 
 def _csv_value(value) -> str:
@@ -234,7 +238,7 @@ def machine_description(device: str) -> str:
 
 def write_summary(output_dir: Path, rows: list[dict], header: str) -> None:
     _write_csv(output_dir / SUMMARY_CSV, SUMMARY_COLUMNS, rows)
-    (output_dir / SUMMARY_MD).write_text(f"{header}\n\n{markdown_table(rows)}\n", encoding="utf-8")
+    write_text_atomically(output_dir / SUMMARY_MD, f"{header}\n\n{markdown_table(rows)}\n")
 
 
 def run_header(argv: list[str], args: argparse.Namespace, splits: Splits, train_pairs: int, device: str,
@@ -259,11 +263,14 @@ def main(args: argparse.Namespace, candidates: list[Candidate], argv: list[str])
     """Run every planned candidate, write the files; returns an exit code."""
     # Everything that can be wrong with the inputs is found before anything is written.
     splits = load_splits(args.dataset)
-    if args.output_dir.exists() and not args.output_dir.is_dir():
-        raise UserError(f"--output-dir {args.output_dir}: exists and is not a folder")
+    check_writable_folder(args.output_dir, "--output-dir")
     if args.candidates:
         candidates = [c for c in candidates if c.name in args.candidates]
     jobs = plan_jobs(candidates, args.models_dir, tiny=not args.no_tiny)
+    if all(job.status for job in jobs):  # only skipped rows: a table of them would replace a real comparison
+        raise UserError(f"no candidate has weights under {args.models_dir}"
+                        + (" and --no-tiny leaves out the stand-ins" if args.no_tiny else "")
+                        + ": nothing to compare (see llm/models/README.md for where the weights go)")
     train = train_subset(splits.train, args.train_pairs)
     device, dtype = pick_device()
     header = run_header(argv, args, splits, len(train), device, dtype)
@@ -292,4 +299,8 @@ def main(args: argparse.Namespace, candidates: list[Candidate], argv: list[str])
         write_summary(args.output_dir, rows, header)  # after every row, so an interrupted run keeps its results
     print(markdown_table(rows))
     print(f"results: {args.output_dir / SUMMARY_CSV}, {args.output_dir / SUMMARY_MD}")
+    failed = [row["name"] for row in rows if row["status"].startswith("failed")]
+    if failed:
+        print(f"error: {len(failed)} candidate(s) failed: {', '.join(failed)} (their rows say why)", file=sys.stderr)
+        return 1
     return 0

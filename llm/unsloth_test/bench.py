@@ -225,12 +225,11 @@ def run(backend: Backend, args: argparse.Namespace) -> int:
     recipe = Recipe(epochs=args.epochs)
     device_text = describe_device(device, dtype)
     row = new_row(args, backend.unsloth, subject.label, device_text)
-    log_path = log_file_path(args.logs_dir, f"{backend.unsloth.split()[0]}_unsloth {subject.short}")
+    log_path = log_file_path(args.logs_dir, f"{backend.unsloth.split()[0]}_unsloth_{subject.short}")
 
-    with RunLog(log_path), tempfile.TemporaryDirectory(prefix="unsloth_test-") as workdir:
+    with RunLog(log_path) as log, tempfile.TemporaryDirectory(prefix="unsloth_test-") as workdir:
         if subject.notice:
-            print(subject.notice)
-            print(subject.notice, file=sys.stderr)  # also on screen when stdout is redirected
+            log.notice(subject.notice)
         print(_header(backend, subject, args, device_text, recipe))
         set_seed(recipe.seed)
         started = time.perf_counter()
@@ -273,7 +272,7 @@ def record_unavailable(reason: str, args: argparse.Namespace) -> int:
     _, label, short = describe_model(args)
     status = f"unavailable: {reason}"
     row = new_row(args, with_side(args), label, describe_device(*pick_device())) | {"status": status}
-    log_path = log_file_path(args.logs_dir, f"with_unsloth {short}")
+    log_path = log_file_path(args.logs_dir, f"with_unsloth_{short}")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_path.write_text(
         f"Oh-LoRA Unsloth test, WITH Unsloth: {label}\n"
