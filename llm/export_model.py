@@ -6,31 +6,38 @@ with `AutoModelForCausalLM.from_pretrained` alone: no peft, no project code. The
 Usage: python llm/export_model.py --help
 """
 
-import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 try:
-    from llm.chat.options import add_model_options
+    from llm.chat.options import ModelChoice
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
 from llm.common.cli import ArgumentParser, run_main
 from llm.common.folders import read_adapter
+from llm.common.options import add_options, from_args, option
 from llm.common.outputs import OutputError, check_replaceable
 from llm.common.specs import SPECS, repo_relative
 
+_DEFAULTS = ", ".join(f"{name}: {repo_relative(spec.merged_dir)}" for name, spec in sorted(SPECS.items()))
 
-def build_parser() -> argparse.ArgumentParser:
+
+@dataclasses.dataclass(frozen=True)
+class ExportOptions(ModelChoice):
+    output_dir: Path | None = option(None, f"where the merged folder goes; replaced only if this project saved it "
+                                     f"({_DEFAULTS})", type=Path)
+
+
+def parse_options(argv: list[str] | None = None) -> ExportOptions:
     parser = ArgumentParser(
         description="Merge the LoRA adapter saved by fine-tuning into its base model and save the result as a plain "
-                    "Hugging Face folder (safetensors, tokenizer, config, generation_config.json stopping at the end "
-                    "marker), for transformers, vLLM or llama.cpp's converter; the chats load it with --merged.",
+                    "Hugging Face folder (safetensors, tokenizer with a chat template, config, generation_config.json "
+                    "that stops at the EOS the model writes after the end marker), for transformers, vLLM or "
+                    "llama.cpp's converter; the chats load it with --merged.",
     )
-    add_model_options(parser, merged=False)
-    defaults = ", ".join(f"{name}: {repo_relative(spec.merged_dir)}" for name, spec in sorted(SPECS.items()))
-    parser.add_argument("--output-dir", type=Path, default=None,
-                        help=f"where the merged folder goes; replaced only if this project saved it ({defaults})")
-    return parser
+    add_options(parser, ExportOptions)
+    return from_args(ExportOptions, parser.parse_args(argv))
 
 
 def _check_output(output_dir: Path, model_dir: Path, adapter_dir: Path) -> Path:
@@ -45,15 +52,15 @@ def _check_output(output_dir: Path, model_dir: Path, adapter_dir: Path) -> Path:
 
 
 def main() -> int:
-    args = build_parser().parse_args()
-    spec = SPECS[args.model]
-    model_dir, adapter_dir = args.model_dir or spec.model_dir, args.adapter_dir or spec.adapter_dir
-    output = _check_output(args.output_dir or spec.merged_dir, model_dir, adapter_dir)
-    read_adapter(spec, adapter_dir)  # a missing or broken adapter: one line before torch's seconds of import
+    options = parse_options()
+    spec = options.spec
+    output = _check_output(options.output_dir or spec.merged_dir, options.base_dir, options.adapter)
+    read_adapter(spec, options.adapter)  # a missing or broken adapter: one line before torch's seconds of import
     # torch and transformers load only now, so that --help and bad options answer at once.
     from llm.common.merged import merge_into_folder
 
-    info = merge_into_folder(spec, model_dir, adapter_dir, output, trust_pickled=args.trust_pickled_weights)
+    info = merge_into_folder(spec, options.base_dir, options.adapter, output,
+                             trust_pickled=options.trust_pickled_weights)
     files = sorted(path for path in output.iterdir() if path.is_file())
     size = sum(path.stat().st_size for path in files) / 2**20
     print(f"merged {info['adapter']} into {info['base']} ({info['dtype']}): {output}")

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
-from conftest import BAD_DATASETS, REPO, break_folder, dataset_rows, run_in_process, run_script, start_script, write_csv
-from test_export import export_args
-from test_web_chat import web_args
+from helpers.data import BAD_DATASETS, dataset_rows, write_csv
+from helpers.models import break_folder
+from helpers.scripts import REPO, free_port, run_in_process, run_script, start_script
 
 FINE_TUNE = "llm/run_fine_tuning_polyglot.py"
 FINE_TUNE_GEMMA = "llm/run_fine_tuning.py"
@@ -33,6 +33,19 @@ WITH_UNSLOTH = "llm/unsloth_test/test_with_unsloth.py"
 COMPARE = "llm/unsloth_test/compare.py"
 WEB_CHAT = "llm/run_chat_web.py"
 EXPORT = "llm/export_model.py"
+
+
+def export_args(world, *extra: str, adapter: Path | None = None, model_dir: Path | None = None,
+                output: Path | None = None) -> list[str]:
+    """The export's arguments for a case."""
+    return ["--model-dir", str(model_dir or world.inputs / "empty"), "--adapter-dir", str(adapter or world.adapter),
+            "--output-dir", str(output or world.work / "merged"), *extra]
+
+
+def web_args(world, *extra: str, adapter: Path | None = None) -> list[str]:
+    """The web chat's arguments for a case (a free port: the check for one comes first)."""
+    return ["--model-dir", str(world.inputs / "empty"), "--adapter-dir", str(adapter or world.adapter),
+            "--memory-db", str(world.work / "memory.db"), "--port", str(free_port()), *extra]
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 import pyte
 import pytest
 
-from conftest import REPO, free_port
+from helpers.scripts import REPO, free_port
 from llm.common.markers import ANSWER_END, build_prompt
 
 COLUMNS = 120

@@ -1,7 +1,6 @@
 """The model behind both chats: loaded from the chat options (base + adapter, or a merged folder), answering with
 llm.common.inference.generate_answers, one generation at a time, optionally streaming the text as it comes."""
 
-import argparse
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +13,10 @@ from llm.common.cli import to_stderr
 from llm.common.inference import Answer, generate_answers, length_guard
 from llm.common.markers import ANSWER_END
 from llm.common.merged import check_not_merged, load_merged
-from llm.common.models import LoadedModel, pick_device
-from llm.common.specs import SPECS, ModelSpec
+from llm.chat.options import ChatOptions
+from llm.common.device import detect
+from llm.common.models import LoadedModel
+from llm.common.specs import ModelSpec
 
 
 class _TextSoFar(BaseStreamer):
@@ -101,17 +102,16 @@ class ChatModel:
                 f"fine-tuned for a few steps: the pipeline is real, the answers are not Oh-LoRA's.")
 
 
-def load_chat_model(args: argparse.Namespace, say: Callable[[str], None] | None = to_stderr) -> ChatModel:
+def load_chat_model(options: ChatOptions, say: Callable[[str], None] | None = to_stderr) -> ChatModel:
     """The model the chat options name; every way it can be wrong is one UserError line. Seeds after loading."""
-    spec = SPECS[args.model]
-    device, dtype = pick_device()
-    if args.merged is not None:
-        loaded = load_merged(spec, args.merged, device, dtype, trust_pickled=args.trust_pickled_weights, say=say)
+    spec, device = options.spec, detect()
+    if options.merged is not None:
+        loaded = load_merged(spec, options.merged, device.kind, device.dtype,
+                             trust_pickled=options.trust_pickled_weights, say=say)
     else:
-        model_dir = args.model_dir or spec.model_dir
-        check_not_merged(model_dir)
-        loaded = load_fine_tuned(spec, model_dir, args.adapter_dir or spec.adapter_dir, device, dtype, say=say,
-                                 trust_pickled=args.trust_pickled_weights)
-    if args.seed is not None:
-        set_seed(args.seed)  # after loading: peft's LoRA init draws random numbers
-    return ChatModel(spec, loaded, args.temperature, args.max_trials)
+        check_not_merged(options.base_dir)
+        loaded = load_fine_tuned(spec, options.base_dir, options.adapter, device.kind, device.dtype, say=say,
+                                 trust_pickled=options.trust_pickled_weights)
+    if options.seed is not None:
+        set_seed(options.seed)  # after loading: peft's LoRA init draws random numbers
+    return ChatModel(spec, loaded, options.temperature, options.max_trials)

@@ -47,7 +47,7 @@ def _log(text: str) -> None:
 
 
 @dataclass
-class Backend:
+class PageServices:
     """What the page needs from outside: the model, its length check, the shared memory, the stand-in notice."""
 
     answer: Answerer
@@ -67,20 +67,20 @@ def shown_so_far(raw: str) -> str:
 class Conversation:
     """One browser tab's chat: its own turns and /why, the shared memory and model."""
 
-    def __init__(self, backend: Backend) -> None:
-        self.backend = backend
+    def __init__(self, services: PageServices) -> None:
+        self.services = services
         self.lines: list[str] = []  # what the Chat says for a command
         self.notices: list[str] = []  # memory failures mid-chat, shown once in the status line
         self._on_text: Callable[[str], None] | None = None
-        self.chat = Chat(self._answer, backend.memory, say=self.lines.append, warn=self._warn,
-                         memory_off_reason=backend.memory_off_reason, too_long=backend.too_long)
+        self.chat = Chat(self._answer, services.memory, say=self.lines.append, warn=self._warn,
+                         memory_off_reason=services.memory_off_reason, too_long=services.too_long)
 
     def _warn(self, text: str) -> None:
         self.notices.append(text)
-        self.backend.log(text)
+        self.services.log(text)
 
     def _answer(self, model_input: str) -> HasText:
-        return self.backend.answer(model_input, self._on_text)
+        return self.services.answer(model_input, self._on_text)
 
     def command(self, text: str) -> str:
         """A /command typed in the box, answered as in the terminal chat."""
@@ -103,7 +103,7 @@ class Conversation:
                 events.put(("refused", f"({error})"))
             except Exception as error:  # noqa: BLE001 (the page keeps serving whatever the model does)
                 what = f"{type(error).__name__}: {first_line(error)[:300]}"
-                self.backend.log(f"web chat: the model failed on a message: {what}")
+                self.services.log(f"web chat: the model failed on a message: {what}")
                 events.put(("failed", f"(she could not answer: {what}; nothing was stored, send it again)"))
 
         threading.Thread(target=work, name="web-chat-turn", daemon=True).start()
@@ -155,14 +155,17 @@ def _turn_note(turn: Turn) -> str:
     return f"({'; '.join(notes)})" if notes else ""
 
 
-def build_app(backend: Backend) -> gr.Blocks:
-    """The page. Start it with `launch` (tests) or `serve` (the script)."""
+class PageEvents:
+    """What the page does when the user sends a message, opens the page or asks her to forget."""
 
-    def conversation_of(state: Conversation | None) -> Conversation:
-        return state if isinstance(state, Conversation) else Conversation(backend)
+    def __init__(self, services: PageServices) -> None:
+        self.services = services
 
-    def respond(message: str, history: list | None, state: Conversation | None):
-        conversation = conversation_of(state)
+    def conversation_of(self, state: Conversation | None) -> Conversation:
+        return state if isinstance(state, Conversation) else Conversation(self.services)
+
+    def respond(self, message: str, history: list | None, state: Conversation | None):
+        conversation = self.conversation_of(state)
         history = list(history or [])
         text = (message or "").strip()
         if not text:
@@ -188,20 +191,24 @@ def build_app(backend: Backend) -> gr.Blocks:
             else:  # refused or failed: the message goes back into the box, the conversation is as it was
                 yield history[:-2], _status(value), text, conversation
 
-    def show_memory(state: Conversation | None) -> str:
+    def show_memory(self, state: Conversation | None) -> str:
         if isinstance(state, Conversation):
             return state.memory_html()
-        return memory_html(backend.memory, backend.memory_off_reason)
+        return memory_html(self.services.memory, self.services.memory_off_reason)
 
-    def forget(state: Conversation | None):
-        conversation = conversation_of(state)
+    def forget(self, state: Conversation | None):
+        conversation = self.conversation_of(state)
         said = conversation.command("/forget")
         return conversation.memory_html(), _status(said), conversation
 
+
+def build_app(services: PageServices) -> gr.Blocks:
+    """The page. Start it with `launch` (tests) or `serve` (the script)."""
+    events = PageEvents(services)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as app:
         state = gr.State(None)
-        if backend.banner:
-            gr.HTML(f'<div id="tiny-banner" role="alert">⚠ {html.escape(backend.banner)}</div>')
+        if services.banner:
+            gr.HTML(f'<div id="tiny-banner" role="alert">⚠ {html.escape(services.banner)}</div>')
         gr.Markdown(f"## {TITLE}")
         with gr.Row():
             with gr.Column(scale=3):
@@ -216,13 +223,13 @@ def build_app(backend: Backend) -> gr.Blocks:
             with gr.Column(scale=2):
                 panel = gr.HTML(elem_id="memory-panel")
                 forget_button = gr.Button("Forget everything", elem_id="forget", variant="stop")
-        answered = gr.on([box.submit, send.click], respond, [box, chatbot, state], [chatbot, status, box, state],
+        answered = gr.on([box.submit, send.click], events.respond, [box, chatbot, state], [chatbot, status, box, state],
                          concurrency_limit=1, concurrency_id=MODEL_CONCURRENCY, show_progress_on=[chatbot])
         # Quick reads and writes of the memory file: beside the model's queue, without a progress overlay.
         quick = {"queue": False, "show_progress": "hidden"}
-        answered.then(show_memory, [state], [panel], **quick)
-        forget_button.click(forget, [state], [panel, status, state], **quick)
-        app.load(show_memory, [state], [panel], **quick)
+        answered.then(events.show_memory, [state], [panel], **quick)
+        forget_button.click(events.forget, [state], [panel, status, state], **quick)
+        app.load(events.show_memory, [state], [panel], **quick)
     return app
 
 

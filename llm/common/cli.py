@@ -108,8 +108,10 @@ SEED = int_range(0, 2**32 - 1)  # what numpy's and torch's seeding accept
 TEMPERATURE = float_range(0.01, 100.0, low_inclusive=True)  # below, softmax overflows to inf and NaN
 
 
+# The opt-in for pickled .bin weights, worded alike in every script that loads a weights folder.
+TRUST_PICKLED_HELP = ("load pickled .bin weights (pytorch_model.bin) when a folder has no .safetensors; unpickling "
+                      "can run code, so only for files whose source you trust")
+
+
 def add_trust_pickled_option(parser: argparse.ArgumentParser) -> None:
-    """The opt-in for pickled .bin weights, worded alike in every script that loads a weights folder."""
-    parser.add_argument(TRUST_PICKLED_OPTION, action="store_true",
-                        help="load pickled .bin weights (pytorch_model.bin) when a folder has no .safetensors; "
-                             "unpickling can run code, so only for files whose source you trust")
+    parser.add_argument(TRUST_PICKLED_OPTION, action="store_true", help=TRUST_PICKLED_HELP)

@@ -141,10 +141,15 @@ def token_count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
     return len(tokenizer(text, verbose=False)["input_ids"])
 
 
+def row_tokens(splits: Splits, tokenizer: PreTrainedTokenizerBase) -> list[tuple[Example, int]]:
+    """Each row with its tokens, prompt and answer together."""
+    return [(example, token_count(tokenizer, example.prompt + example.completion))
+            for example in splits.train + splits.valid]
+
+
 def check_fits_context(splits: Splits, tokenizer: PreTrainedTokenizerBase, context: int) -> None:
     """Refuse a row longer than the model reads: training would cut off its end, and the end marker with it."""
-    for example in splits.train + splits.valid:
-        tokens = token_count(tokenizer, example.prompt + example.completion)
+    for example, tokens in row_tokens(splits, tokenizer):
         if tokens > context:
             raise DatasetError(f"{splits.path}: row {example.line}: prompt and answer are {tokens} tokens, longer "
                                f"than the model's context of {context}; shorten the row")

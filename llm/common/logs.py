@@ -1,16 +1,18 @@
 """Run logs: what a run prints, teed into fine_tuning_logs*/YYMMDDHHMM.txt; per-epoch losses and their plot."""
 
 import argparse
+import contextlib
 import os
 import platform
 import re
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import Protocol, TextIO
 
 from llm.common.outputs import OutputError, describe_os_error
 
@@ -50,6 +52,25 @@ def log_file_path(logs_dir: Path, name: str | None = None, now: float | None = N
     return candidate
 
 
+class Log(Protocol):
+    """What a run writes besides its printed lines: `detail` (the log file only: each test's answers, the logged
+    numbers) and `notice` (the log file, and the screen on stderr)."""
+
+    def detail(self, text: str) -> None: ...
+
+    def notice(self, text: str) -> None: ...
+
+
+class NoLog:
+    """A Log that keeps nothing: the training benchmark's, and the other processes' of a multi-process run."""
+
+    def detail(self, text: str) -> None:
+        pass
+
+    def notice(self, text: str) -> None:
+        pass
+
+
 class _Tee:
     """stdout while a log is open: the terminal and the log file; a failed write to the file is one line.
 
@@ -57,12 +78,13 @@ class _Tee:
     (tqdm.external_write_mode): a bar that redraws itself mid-line would otherwise split the line in two.
     """
 
-    def __init__(self, terminal: TextIO, log: "RunLog") -> None:
+    def __init__(self, terminal: TextIO, log: "RunLog | None") -> None:
         self.terminal, self.log = terminal, log
         self._pending = ""
 
     def write(self, text: str) -> int:
-        self.log.to_file(text)
+        if self.log is not None:
+            self.log.to_file(text)
         self._pending += text
         if "\n" in self._pending:
             lines, _, self._pending = self._pending.rpartition("\n")
@@ -84,6 +106,19 @@ class _Tee:
 
     def isatty(self) -> bool:
         return self.terminal.isatty()
+
+
+@contextlib.contextmanager
+def lines_above_bars() -> Iterator[None]:
+    """While open, what is printed to stdout reaches the terminal as whole lines above the progress bars (as a
+    RunLog's lines do), for programs that print without a log file."""
+    terminal = sys.stdout
+    sys.stdout = _Tee(terminal, None)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stdout = terminal
 
 
 class RunLog:

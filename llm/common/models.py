@@ -51,14 +51,6 @@ class LoadedModel:
     is_tiny: bool
 
 
-def pick_device() -> tuple[str, torch.dtype]:
-    """The GPU if there is one (bf16 where it supports it, else fp32), otherwise the CPU in fp32."""
-    if torch.cuda.is_available():
-        # Emulated bf16 (T4, V100) is slower than fp32: only where the GPU has it natively.
-        return "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float32
-    return "cpu", torch.float32
-
-
 PICKLED_WEIGHTS = "pytorch_model.bin"
 PICKLED_INDEX = "pytorch_model.bin.index.json"
 
@@ -232,6 +224,21 @@ def no_progress_bars() -> Iterator[None]:
     finally:
         if was_enabled:
             hf_logging.enable_progress_bar()
+
+
+def full_size_config(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase) -> PreTrainedConfig:
+    """The real model's config, with the special-token ids of the tokenizer that drives it."""
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+               pad_token_id=tokenizer.pad_token_id)
+    return spec.config_class()(**(spec.full_config | ids))
+
+
+def build_full_size(spec: ModelSpec, tokenizer: PreTrainedTokenizerBase, device: str,
+                    dtype: torch.dtype) -> PreTrainedModel:
+    """A randomly initialised model of the real model's full size (the benchmarks' `--shape`), created directly
+    in `dtype` on `device`: time and memory at real scale without weights."""
+    with torch.device(device):  # no copy in another dtype or on another device on the way
+        return AutoModelForCausalLM.from_config(full_size_config(spec, tokenizer), dtype=dtype, **spec.load_kwargs)
 
 
 def tiny_model_dir(spec: ModelSpec, splits: Splits) -> Path:

@@ -3,10 +3,11 @@
 Only plain values: scripts import this before parsing arguments, so `--help` answers at once.
 """
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from llm.common.cli import SEED, TEMPERATURE, float_range, int_range
+from llm.common.options import option
 
 REPO_LLM_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = REPO_LLM_DIR / "OhLoRA_fine_tuning.csv"
@@ -19,35 +20,30 @@ def repo_relative(path: Path) -> str:
     return str(path.relative_to(REPO_LLM_DIR.parent)) if path.is_relative_to(REPO_LLM_DIR.parent) else str(path)
 
 
-def _option(default, kind, help_text: str):
-    """A Recipe field that is also an option of the fine-tuning scripts (`--lora-rank` for lora_rank)."""
-    return field(default=default, metadata={"type": kind, "help": help_text})
-
-
 @dataclass(frozen=True)
 class Recipe:
-    """Hyperparameters; the defaults are the original experiments'. A field made with _option is a
-    command-line option too: one new hyperparameter is one line here (and its use in training.py)."""
+    """Hyperparameters; the defaults are the original experiments'. A field made with `option` is a command-line
+    option of the fine-tuning scripts too: one new hyperparameter is one line here (and its use in training.py)."""
 
-    epochs: int = _option(60, int_range(1, 100_000), "training epochs")
-    lora_rank: int = _option(64, int_range(1, 4096), "LoRA rank r")
-    lora_alpha: int = _option(16, int_range(1, 100_000), "LoRA alpha (the update is scaled by alpha / r)")
-    lora_dropout: float = _option(0.05, float_range(0.0, 0.99, low_inclusive=True), "LoRA dropout")
-    learning_rate: float = _option(2e-4, float_range(0.0, 1.0), "learning rate")
-    batch_size: int = _option(4, int_range(1, 4096), "train batch size per device")
-    gradient_accumulation_steps: int = _option(1, int_range(1, 4096),
-                                               "batches summed into one optimizer step")
+    epochs: int = option(60, "training epochs", type=int_range(1, 100_000))
+    lora_rank: int = option(64, "LoRA rank r", type=int_range(1, 4096))
+    lora_alpha: int = option(16, "LoRA alpha (the update is scaled by alpha / r)", type=int_range(1, 100_000))
+    lora_dropout: float = option(0.05, "LoRA dropout", type=float_range(0.0, 0.99, low_inclusive=True))
+    learning_rate: float = option(2e-4, "learning rate", type=float_range(0.0, 1.0))
+    batch_size: int = option(4, "train batch size per device", type=int_range(1, 4096))
+    gradient_accumulation_steps: int = option(1, "batches summed into one optimizer step", type=int_range(1, 4096))
     eval_batch_size: int = 1
     logging_steps: int = 5
-    temperature: float = _option(0.6, TEMPERATURE, "sampling temperature of the per-epoch valid-prompt test")
-    seed: int = _option(42, SEED, "random seed")
-    max_trials: int = _option(5, int_range(1, 100), "generations per prompt while the answer is empty")
+    temperature: float = option(0.6, "sampling temperature of the per-epoch valid-prompt test", type=TEMPERATURE)
+    seed: int = option(42, "random seed", type=SEED)
+    max_trials: int = option(5, "generations per prompt while the answer is empty", type=int_range(1, 100))
     checkpoints_kept: int = 2
 
 
-def recipe_options() -> dict[str, str]:
-    """Recipe field -> command-line flag, for the fields that are options."""
-    return {f.name: "--" + f.name.replace("_", "-") for f in fields(Recipe) if "help" in f.metadata}
+def recipe_for(is_tiny: bool, **given) -> Recipe:
+    """The recipe of a run: the original's, or the tiny stand-in's (TINY_RECIPE) without weights; `given`
+    (options set on the command line or in a config) over either."""
+    return replace(Recipe(**TINY_RECIPE) if is_tiny else Recipe(), **given)
 
 
 # Generation, as in the original experiments: at most 80 tokens per sequence, prompt included; prompts go to

@@ -7,7 +7,7 @@ from pathlib import Path
 import datasets
 import torch
 from peft import LoraConfig, PeftModel
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from llm.common.data import Example, to_prompt_completion
@@ -58,15 +58,25 @@ def sft_config(recipe: Recipe, output_dir: Path, device: str, dtype: torch.dtype
     return SFTConfig(**(settings | overrides))
 
 
+class QuietSFTTrainer(SFTTrainer):
+    """SFTTrainer whose steps never wait for the GPU: the loss as transformers' Trainer computes it (the same
+    cross-entropy over the completion's tokens), without TRL's per-step token accuracy and entropy, which copy
+    values to the host at every step. The loss itself reaches the host only when a line is logged."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return Trainer.compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
+
+
 def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe,
                   peft_config: LoraConfig | None, train: Sequence[Example], evals: Sequence[Example],
                   output_dir: Path, device: str, dtype: torch.dtype,
-                  callbacks: Sequence[TrainerCallback] = (), **overrides) -> SFTTrainer:
+                  callbacks: Sequence[TrainerCallback] = (), quiet_steps: bool = False, **overrides) -> SFTTrainer:
     """The SFTTrainer of every program here: prompt/completion pairs, loss on the completion only.
 
-    peft_config None: LoRA is attached already (Unsloth attaches its own).
+    peft_config None: LoRA is attached already (Unsloth attaches its own). quiet_steps: QuietSFTTrainer.
     """
-    return SFTTrainer(
+    return (QuietSFTTrainer if quiet_steps else SFTTrainer)(
         model=model,
         args=sft_config(recipe, output_dir, device, dtype, bool(evals), **overrides),
         train_dataset=to_prompt_completion(list(train)),

@@ -8,12 +8,12 @@ RESUME_HINT = " (run the same command with --resume to continue from the last sa
 
 def run_fine_tuning(spec: ModelSpec) -> None:
     """What a run_fine_tuning script does; --help and bad options answer before torch is imported."""
-    from llm.fine_tuning.options import build_parser
+    from llm.fine_tuning.options import parse_options
 
     def main() -> int:
-        args = build_parser(spec).parse_args()
+        options = parse_options(spec)
         from llm.fine_tuning.program import fine_tune
 
-        return fine_tune(spec, args)
+        return fine_tune(spec, options)
 
     run_main(main, interrupted_hint=RESUME_HINT)

@@ -63,16 +63,16 @@ def main() -> int:
     from llm.common.adapters import load_fine_tuned
     from llm.common.data import load_splits
     from llm.common.inference import generate_answers
-    from llm.common.models import pick_device
+    from llm.common.device import detect
 
     spec = SPECS[args.model]
     splits = load_splits(args.dataset)
-    device, dtype = pick_device()
+    device = detect()
     loaded = load_fine_tuned(spec, args.model_dir or spec.model_dir, args.adapter_dir or spec.adapter_dir,
-                             device, dtype, trust_pickled=args.trust_pickled_weights)
+                             device.kind, device.dtype, trust_pickled=args.trust_pickled_weights)
     model, tokenizer = loaded.model, loaded.tokenizer
     prompts = [example.input_data for example in splits.valid]
-    print(f"model: {spec.display_name}{' (tiny stand-in)' if loaded.is_tiny else ''}, device: {device}, "
+    print(f"model: {spec.display_name}{' (tiny stand-in)' if loaded.is_tiny else ''}, device: {device.describe()}, "
           f"{len(prompts)} valid prompts, greedy, batch size {args.batch_size}, torch threads {torch.get_num_threads()}")
 
     generate_answers(model, tokenizer, prompts[:2], batch_size=2)  # warm-up: first calls pay one-off costs

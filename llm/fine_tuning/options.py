@@ -1,20 +1,43 @@
-"""The fine-tuning scripts' options. Light (no torch): `--help` and bad options answer at once."""
+"""The fine-tuning scripts' options, declared once as FineTuningOptions (and the Recipe's and SpeedOptions'
+fields), parsed into that dataclass. Light (no torch): `--help` and bad options answer at once."""
 
 import argparse
-from dataclasses import fields
+import dataclasses
 from pathlib import Path
 
-from llm.common.cli import ArgumentParser, add_trust_pickled_option
+from llm.common.cli import TRUST_PICKLED_HELP, ArgumentParser
 from llm.common.logs import log_name
+from llm.common.options import add_options, from_args, given, option
 from llm.common.specs import DEFAULT_DATASET, TINY_RECIPE, ModelSpec, Recipe
+from llm.fine_tuning.speed import GPU_DEFAULTS, SpeedOptions, add_speed_options
 
 KEEP_CHOICES = ("last", "best")
 REPORT_TO_CHOICES = ("none", "tensorboard")
 
 
-def _escaped(help_text: str) -> str:
-    """Help text with a path in it: argparse would read a '%' in the path as a format."""
-    return help_text.replace("%", "%%")
+@dataclasses.dataclass(frozen=True)
+class FineTuningOptions:
+    """What a fine-tuning run was asked to do. Paths left None are the model's usual folders; `recipe` and
+    `speed` hold only the values given (the run resolves the rest: the recipe, or the tiny stand-in's; the
+    device's speed defaults)."""
+
+    model_dir: Path | None = option(None, "folder with the base weights (default: {model_dir})", type=Path)
+    dataset: Path | None = option(None, "the dataset CSV (default: {dataset})", type=Path)
+    output_dir: Path | None = option(None, "where the adapter is saved; an existing folder is replaced only if "
+                                     "this project saved it (default: {adapter_dir})", type=Path)
+    logs_dir: Path | None = option(None, "where the log and plot go (default: {logs_dir})", type=Path)
+    keep: str = option("last", "which epoch's adapter is saved: the last (the recipe's) or the one with the lowest "
+                       "eval loss", choices=KEEP_CHOICES)
+    report_to: str = option("none", "also send the losses to this tracker, to watch them live (tensorboard: logs in "
+                            "<output-dir>_checkpoints/runs; needs `pip install tensorboard`)", choices=REPORT_TO_CHOICES)
+    verbose: bool = option(False, "print every answer of the per-epoch tests on the terminal too (they always go "
+                           "to the log)")
+    log_name: str | None = option(None, "appended to the log file name: YYMMDDHHMM_NAME.txt (letters, digits, '_', "
+                                  "'.', '-')", type=log_name, metavar="NAME")
+    resume: bool = option(False, "continue an interrupted run from its latest complete checkpoint, with its settings")
+    trust_pickled_weights: bool = option(False, TRUST_PICKLED_HELP)
+    recipe: dict = dataclasses.field(default_factory=dict)
+    speed: dict = dataclasses.field(default_factory=dict)
 
 
 def build_parser(spec: ModelSpec) -> argparse.ArgumentParser:
@@ -22,33 +45,17 @@ def build_parser(spec: ModelSpec) -> argparse.ArgumentParser:
         description=f"LoRA fine-tuning of {spec.display_name} into the Oh-LoRA persona. Without weights in "
                     f"--model-dir it runs on a tiny stand-in model of the same architecture, and says so.",
     )
-    # Options a resumed run takes from the run it continues default to None, so that a value given on the
-    # command line can be told from the default; their help names the default itself.
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help=_escaped(f"folder with the base weights (default: {spec.model_dir})"))
-    parser.add_argument("--dataset", type=Path, default=None, help=_escaped(f"the dataset CSV (default: {DEFAULT_DATASET})"))
-    parser.add_argument("--output-dir", type=Path, default=spec.adapter_dir,
-                        help=_escaped(f"where the adapter is saved; an existing folder is replaced only if this "
-                                      f"project saved it (default: {spec.adapter_dir})"))
-    parser.add_argument("--logs-dir", type=Path, default=spec.logs_dir,
-                        help=_escaped(f"where the log and plot go (default: {spec.logs_dir})"))
-    for field in fields(Recipe):
-        if "help" not in field.metadata:
-            continue
-        tiny = f"; {TINY_RECIPE[field.name]} on the tiny stand-in" if field.name in TINY_RECIPE else ""
-        parser.add_argument("--" + field.name.replace("_", "-"), type=field.metadata["type"], default=None,
-                            help=f"{field.metadata['help']} (default: {field.default}{tiny})")
-    parser.add_argument("--keep", choices=KEEP_CHOICES, default="last",
-                        help="which epoch's adapter is saved: the last (the recipe's) or the one with the lowest "
-                             "eval loss (default: %(default)s)")
-    parser.add_argument("--report-to", choices=REPORT_TO_CHOICES, default="none",
-                        help="also send the losses to this tracker, to watch them live (tensorboard: logs in "
-                             "<output-dir>_checkpoints/runs; needs `pip install tensorboard`) (default: %(default)s)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="print every answer of the per-epoch tests on the terminal too (they always go to the log)")
-    parser.add_argument("--log-name", type=log_name, default=None, metavar="NAME",
-                        help="appended to the log file name: YYMMDDHHMM_NAME.txt (letters, digits, '_', '.', '-')")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run from its latest complete checkpoint, with its settings")
-    add_trust_pickled_option(parser)
+    add_options(parser, FineTuningOptions, model_dir=spec.model_dir, adapter_dir=spec.adapter_dir,
+                logs_dir=spec.logs_dir, dataset=DEFAULT_DATASET)
+    add_options(parser.add_argument_group("recipe (hyperparameters)"), Recipe, unset=True,
+                default_note=lambda field: f"; {TINY_RECIPE[field.name]} on the tiny stand-in"
+                if field.name in TINY_RECIPE else "")
+    add_speed_options(parser, title="speed options (how the recipe is computed, not what it learns; on a GPU "
+                                    + ", ".join(f"--{name.replace('_', '-')} {value}"
+                                                for name, value in GPU_DEFAULTS.items()) + " unless given)")
     return parser
+
+
+def parse_options(spec: ModelSpec, argv: list[str] | None = None) -> FineTuningOptions:
+    args = build_parser(spec).parse_args(argv)
+    return from_args(FineTuningOptions, args, recipe=given(Recipe, args), speed=given(SpeedOptions, args))

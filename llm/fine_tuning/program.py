@@ -5,7 +5,6 @@ train    LoRA SFT with TRL, a valid-prompt test and a summary line after every e
 finish   saves the adapter (atomically), plots the losses, tests the saved adapter as the chat loads it
 """
 
-import argparse
 import contextlib
 import dataclasses
 import io
@@ -24,17 +23,19 @@ from trl import SFTTrainer
 from llm.common.adapters import load_fine_tuned
 from llm.common.cli import UserError
 from llm.common.data import Splits, check_fits_context, load_splits
-from llm.common.inference import DEFAULT_BATCH_SIZE, STOP_MARKER, format_answers, generate_answers
-from llm.common.logs import RunLog, library_versions, log_file_path, plot_losses, epoch_losses
+from llm.common.device import Device, detect
+from llm.common.inference import STOP_MARKER, format_answers, generate_answers
+from llm.common.logs import Log, NoLog, RunLog, epoch_losses, library_versions, log_file_path, plot_losses
 from llm.common.folders import folder_is_empty
 from llm.common.models import (
-    LoadedModel, base_folder, check_model_folder, load_local, load_tokenizer, pick_device,
-    read_config, tiny_notice,
+    LoadedModel, base_folder, check_model_folder, load_local, load_tokenizer, read_config, tiny_notice,
 )
 from llm.common.outputs import check_replaceable, check_writable_folder, disk_full, recover_interrupted_save
-from llm.common.specs import DEFAULT_DATASET, TINY_RECIPE, ModelSpec, Recipe, recipe_options
+from llm.common.specs import DEFAULT_DATASET, ModelSpec, Recipe, recipe_for
 from llm.common.training import build_trainer, lora_config, save_adapter_atomically
 from llm.fine_tuning import resume
+from llm.fine_tuning.options import FineTuningOptions
+from llm.fine_tuning.speed import SpeedOptions, configure_generation, defaults_for, with_attention
 from llm.fine_tuning.epochs import (
     EpochReport, EpochSummary, RunProgress, best_epoch, empty_count, epoch_table, match_report,
 )
@@ -48,7 +49,7 @@ class Run:
     """Everything the train and finish phases need, resolved once by prepare."""
 
     spec: ModelSpec
-    args: argparse.Namespace  # as parsed; the resolved paths are the fields below
+    options: FineTuningOptions  # as asked; the resolved paths, recipe and speed options are the fields below
     output_dir: Path
     logs_dir: Path
     checkpoints: resume.Checkpoints
@@ -56,15 +57,16 @@ class Run:
     dataset: Path
     splits: Splits
     recipe: Recipe
+    speed: SpeedOptions
     loaded: LoadedModel
-    device: str
+    device: Device
     dtype: torch.dtype
     state: PartialState
     started: float
 
     @property
     def resume_from(self) -> Path | None:
-        return self.checkpoints.latest if self.args.resume else None
+        return self.checkpoints.latest if self.options.resume else None
 
 
 def check_output_places(output_dir: Path, logs_dir: Path) -> tuple[Path, Path]:
@@ -78,77 +80,75 @@ def check_output_places(output_dir: Path, logs_dir: Path) -> tuple[Path, Path]:
     return output_dir, logs_dir
 
 
-def _fresh_recipe(args: argparse.Namespace, is_tiny: bool) -> Recipe:
-    """The recipe (the stand-in's epochs and learning rate when there are no weights), with the options given."""
-    defaults = Recipe(**TINY_RECIPE) if is_tiny else Recipe()
-    given = {name: getattr(args, name) for name in recipe_options() if getattr(args, name) is not None}
-    return dataclasses.replace(defaults, **given)
-
-
-def prepare(spec: ModelSpec, args: argparse.Namespace) -> Run:
+def prepare(spec: ModelSpec, options: FineTuningOptions) -> Run:
     """Check every input and output place, then load data and model; a UserError (one line) before any write."""
     started = time.time()
     state = PartialState(cpu=not torch.cuda.is_available())
-    output_dir, logs_dir = check_output_places(args.output_dir, args.logs_dir)
+    output_dir, logs_dir = check_output_places(options.output_dir or spec.adapter_dir,
+                                               options.logs_dir or spec.logs_dir)
     checkpoints = resume.scan(resume.checkpoint_dir_for(output_dir))
-    if args.resume and checkpoints.latest is None:
+    if options.resume and checkpoints.latest is None:
         cut_off = f" ({', '.join(path.name for path in checkpoints.incomplete)}: cut off while being written)" \
             if checkpoints.incomplete else ""
         raise UserError(f"--resume: no complete checkpoint in {checkpoints.folder} to continue from{cut_off}: "
                         f"run without --resume to start over")
-    if not args.resume and checkpoints.complete:
+    if not options.resume and checkpoints.complete:
         raise UserError(f"{checkpoints.folder} holds checkpoints of an unfinished run: "
                         f"add --resume to continue it, or delete that folder to start over")
     recipe = None
-    if args.resume:
-        recipe, model_dir, dataset = resume.resumed_settings(spec, args, checkpoints.folder, state.num_processes)
+    if options.resume:
+        recipe, model_dir, dataset = resume.resumed_settings(spec, options, checkpoints.folder, state.num_processes)
     else:
-        model_dir, dataset = args.model_dir or spec.model_dir, args.dataset or DEFAULT_DATASET
+        model_dir, dataset = options.model_dir or spec.model_dir, options.dataset or DEFAULT_DATASET
     splits = load_splits(dataset)
-    if args.keep == "best" and not splits.valid_with_answers:
+    if options.keep == "best" and not splits.valid_with_answers:
         raise UserError(f"--keep best: {dataset} has no valid rows with answers, so there is no eval loss to pick by")
-    if args.report_to == "tensorboard" and find_spec("tensorboard") is None:
+    if options.report_to == "tensorboard" and find_spec("tensorboard") is None:
         raise UserError("--report-to tensorboard: tensorboard is not installed (pip install tensorboard)")
     if not folder_is_empty(model_dir):
-        check_model_folder(spec, model_dir, args.trust_pickled_weights)
+        check_model_folder(spec, model_dir, options.trust_pickled_weights)
 
-    device, dtype = pick_device()
+    device = detect()
+    speed = defaults_for(device, options.speed)
+    speed.check()
+    reason = speed.unavailable(spec, device)
+    if reason is not None:
+        raise UserError(f"{speed.describe()}: {reason}")
     with state.main_process_first():  # the first process builds the tiny stand-in, the others reuse it
         base_dir = base_folder(spec, model_dir, splits)
     config = read_config(base_dir)
     check_fits_context(splits, load_tokenizer(base_dir, config.vocab_size), config.max_position_embeddings)
     is_tiny = base_dir != model_dir
-    recipe = recipe or _fresh_recipe(args, is_tiny)
+    recipe = recipe or recipe_for(is_tiny, **options.recipe)
     if recipe.lora_rank > config.hidden_size:
         raise UserError(f"--lora-rank {recipe.lora_rank}: larger than the model's hidden size "
                         f"({config.hidden_size}); LoRA's rank is at most that")
-    loaded = load_local(spec, base_dir, device, dtype, args.trust_pickled_weights)
+    dtype = device.dtype if speed.dtype == "auto" else getattr(torch, speed.dtype)
+    if speed.tf32:
+        torch.set_float32_matmul_precision("high")
+    loaded = load_local(with_attention(spec, speed.attn), base_dir, device.kind, dtype, options.trust_pickled_weights)
     loaded.is_tiny = is_tiny
-    return Run(spec, args, output_dir, logs_dir, checkpoints, model_dir, dataset, splits, recipe, loaded,
+    return Run(spec, options, output_dir, logs_dir, checkpoints, model_dir, dataset, splits, recipe, speed, loaded,
                device, dtype, state, started)
-
-
-def per_epoch_test_batch(device: str, prompts: int) -> int:
-    """Prompts per generate() call of the per-epoch test: on a GPU all at once (the lent H200: 0.8 s an epoch
-    for the 60, against 1.2 to 3.8 s in batches of 16: docs/gpu.md); on CPU batches of 16, as the original."""
-    return max(1, prompts) if device == "cuda" else DEFAULT_BATCH_SIZE
 
 
 def header(run: Run) -> str:
     loaded, splits = run.loaded, run.splits
+    dtype = str(run.dtype).removeprefix("torch.")
+    why = run.device.dtype_reason() if run.speed.dtype == "auto" else f"{dtype} (--dtype)"
     return "\n".join([
         f"Oh-LoRA fine-tuning: {run.spec.display_name}" + (" (TINY STAND-IN)" if loaded.is_tiny else ""),
         f"model folder: {run.model_dir}" + (f" (empty; stand-in loaded from {loaded.model_dir})" if loaded.is_tiny else ""),
         f"dataset: {splits.path} ({len(splits.train)} train rows, {len(splits.valid)} valid rows, "
         f"{len(splits.valid_with_answers)} valid rows with answers for the eval loss)",
-        f"adapter output: {run.output_dir} (keeps the {run.args.keep} epoch)",
+        f"adapter output: {run.output_dir} (keeps the {run.options.keep} epoch)",
         "hyperparameters: " + ", ".join(f"{key}={value}" for key, value in dataclasses.asdict(run.recipe).items()),
         f"LoRA targets: {', '.join(run.spec.lora_targets)}",
-        f"device: {run.device}, dtype: {str(run.dtype).removeprefix('torch.')}, processes: {run.state.num_processes}",
-        f"per-epoch test: {len(splits.valid)} valid prompts, "
-        f"{per_epoch_test_batch(run.device, len(splits.valid))} per generate() call",
+        f"device: {run.device.describe()}; dtype: {why}; processes: {run.state.num_processes}",
+        f"speed options: {run.speed.describe()}",
+        f"per-epoch test: {len(splits.valid)} valid prompts, {run.speed.test_batch_size} per generate() call",
         library_versions(),
-        f"resume: {run.args.resume}",
+        f"resume: {run.options.resume}",
     ])
 
 
@@ -156,29 +156,29 @@ def _probe(splits: Splits):
     return splits.train[:: max(1, len(splits.train) // MATCH_PROBE_SIZE)][:MATCH_PROBE_SIZE]
 
 
-def train(run: Run, log: RunLog, callbacks: Sequence[TrainerCallback] = (),
-          test_batch_size: int | None = None, on_epoch_summary: Callable[[EpochSummary], None] | None = None,
+def train(run: Run, log: Log, callbacks: Sequence[TrainerCallback] = (),
+          on_epoch_summary: Callable[[EpochSummary], None] | None = None,
           **trainer_overrides) -> tuple[SFTTrainer, EpochReport]:
     """LoRA SFT of the loaded model; returns the trainer (best or last epoch loaded, per --keep) and the report.
 
     For the training benchmark (the fine-tuning scripts leave them as they are): `callbacks` run before the
-    run's own at every event, `test_batch_size` is the per-epoch test's generation batch (None: what
-    per_epoch_test_batch gives the scripts), `on_epoch_summary` gets each epoch's summary row once it is
-    complete, and `trainer_overrides` go to the SFTConfig over the recipe's (e.g. save_strategy="no").
+    run's own at every event, `on_epoch_summary` gets each epoch's summary row once it is complete, and
+    `trainer_overrides` go to the SFTConfig over the recipe's and the speed options' (e.g. save_strategy="no").
     """
     set_seed(run.recipe.seed)
     is_main = run.state.is_main_process
     report = EpochReport([example.input_data for example in run.splits.valid], run.recipe, log,
                          has_eval=bool(run.splits.valid_with_answers),
-                         batch_size=test_batch_size or per_epoch_test_batch(run.device, len(run.splits.valid)),
-                         on_summary=on_epoch_summary)
+                         batch_size=run.speed.test_batch_size, on_summary=on_epoch_summary)
     keep_best = dict(load_best_model_at_end=True, metric_for_best_model="eval_loss", greater_is_better=False) \
-        if run.args.keep == "best" else {}
+        if run.options.keep == "best" else {}
+    configure_generation(run.loaded.model, run.speed)
     trainer = build_trainer(
         run.loaded.model, run.loaded.tokenizer, run.recipe, lora_config(run.spec, run.recipe), run.splits.train,
-        run.splits.valid_with_answers, run.checkpoints.folder, run.device, run.dtype,
+        run.splits.valid_with_answers, run.checkpoints.folder, run.device.kind, run.dtype,
         callbacks=[*callbacks, report, resume.CheckpointLog(run.checkpoints.folder, log)],
-        **(dict(report_to=run.args.report_to) | keep_best | trainer_overrides))
+        quiet_steps=run.speed.quiet_steps,
+        **(dict(report_to=run.options.report_to) | keep_best | run.speed.trainer_overrides() | trainer_overrides))
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RunProgress(log))
     if is_main:
@@ -208,10 +208,10 @@ def train(run: Run, log: RunLog, callbacks: Sequence[TrainerCallback] = (),
     return trainer, report
 
 
-def finish(run: Run, trainer: SFTTrainer, report: EpochReport, log: RunLog, log_path: Path) -> None:
+def finish(run: Run, trainer: SFTTrainer, report: EpochReport, log: Log, log_path: Path) -> None:
     """Save the adapter, plot, test what was saved; the log ends with the table and where the adapter went."""
     best = best_epoch(report.rows)
-    kept = (best.epoch if run.args.keep == "best" and best else round(trainer.state.epoch))
+    kept = (best.epoch if run.options.keep == "best" and best else round(trainer.state.epoch))
     save_adapter_atomically(trainer.model, run.loaded.tokenizer, run.output_dir)
     resume.remove_run_files(run.checkpoints.folder)  # the run is complete: its checkpoints are spent
     losses = epoch_losses(trainer.state.log_history)
@@ -221,8 +221,8 @@ def finish(run: Run, trainer: SFTTrainer, report: EpochReport, log: RunLog, log_
 
     # Test what was saved, not what is in memory: a fresh base with the saved adapter, as the chat loads it.
     del trainer
-    reloaded = load_fine_tuned(run.spec, run.model_dir, run.output_dir, run.device, run.dtype, say=None,
-                               trust_pickled=run.args.trust_pickled_weights)
+    reloaded = load_fine_tuned(run.spec, run.model_dir, run.output_dir, run.device.kind, run.dtype, say=None,
+                               trust_pickled=run.options.trust_pickled_weights)
     valid_inputs = [example.input_data for example in run.splits.valid]
     for round_number in range(1, FINAL_TEST_ROUNDS + 1):
         answers = generate_answers(reloaded.model, reloaded.tokenizer, valid_inputs,
@@ -237,33 +237,27 @@ def finish(run: Run, trainer: SFTTrainer, report: EpochReport, log: RunLog, log_
     log.detail("per-epoch summary:\n" + epoch_table(report.rows))
     if best is not None:
         print(f"lowest eval loss: epoch {best.epoch} ({best.eval_loss:.4f}); the adapter saved is epoch {kept}'s "
-              f"(--keep {run.args.keep})")
+              f"(--keep {run.options.keep})")
     print(f"total time: {time.time() - run.started:.1f} s")
     print(f"loss plot: {plot_path}")
     print(f"log: {log_path}")
     print(f"adapter saved to {run.output_dir}")
 
 
-class _Silent(contextlib.redirect_stdout):
-    """What the other processes of a multi-process run log: nothing."""
+class _OtherProcess(NoLog, contextlib.redirect_stdout):
+    """What the other processes of a multi-process run log and print: nothing."""
 
     def __init__(self) -> None:
-        super().__init__(io.StringIO())
-
-    def detail(self, text: str) -> None:
-        pass
-
-    def notice(self, text: str) -> None:
-        pass
+        contextlib.redirect_stdout.__init__(self, io.StringIO())
 
 
-def fine_tune(spec: ModelSpec, args: argparse.Namespace) -> int:
-    """Prepare, train, finish (args from llm.fine_tuning.options.build_parser); returns an exit code."""
-    run = prepare(spec, args)
+def fine_tune(spec: ModelSpec, options: FineTuningOptions) -> int:
+    """Prepare, train, finish; returns an exit code."""
+    run = prepare(spec, options)
     is_main = run.state.is_main_process
     recovered = recover_interrupted_save(run.output_dir) if is_main else None
-    log_path = log_file_path(run.logs_dir, args.log_name)
-    with (RunLog(log_path, verbose=args.verbose) if is_main else _Silent()) as log:
+    log_path = log_file_path(run.logs_dir, options.log_name)
+    with (RunLog(log_path, verbose=options.verbose) if is_main else _OtherProcess()) as log:
         if run.loaded.is_tiny:
             print(tiny_notice(spec, run.model_dir, run.loaded.model_dir))
         print(header(run))

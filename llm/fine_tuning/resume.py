@@ -5,7 +5,6 @@ when it starts, the Trainer writes `checkpoint-N` folders each epoch, and the ru
 it ends; a folder holding anything else is refused, since that clean-up would delete it.
 """
 
-import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -19,7 +18,8 @@ from transformers import TrainerCallback
 
 from llm.common.cli import UserError
 from llm.common.folders import folder_is_empty
-from llm.common.specs import ModelSpec, Recipe, recipe_options
+from llm.common.specs import ModelSpec, Recipe
+from llm.fine_tuning.options import FineTuningOptions
 
 RUN_SETTINGS_NAME = "run_settings.json"
 # Also written there by the Trainer: TRL's model card on each save, TensorBoard's event files (--report-to).
@@ -134,7 +134,7 @@ def write_settings(checkpoint_dir: Path, settings: RunSettings) -> None:
     os.replace(partial, path)
 
 
-def resumed_settings(spec: ModelSpec, args: argparse.Namespace, checkpoint_dir: Path,
+def resumed_settings(spec: ModelSpec, options: FineTuningOptions, checkpoint_dir: Path,
                      processes: int) -> tuple[Recipe, Path, Path]:
     """(recipe, model folder, dataset) of the run being resumed, where the command leaves them out.
 
@@ -154,11 +154,10 @@ def resumed_settings(spec: ModelSpec, args: argparse.Namespace, checkpoint_dir: 
     if processes != settings.processes:
         raise UserError(f"--resume: the run used {settings.processes} process(es) and this one has {processes}; "
                         f"the data each one sees depends on it: start it as before, or {start_over}")
-    differences = [f"{flag} {getattr(args, name)} (the run has {getattr(recipe, name)})"
-                   for name, flag in recipe_options().items()
-                   if getattr(args, name) is not None and getattr(args, name) != getattr(recipe, name)]
+    differences = [f"--{name.replace('_', '-')} {value} (the run has {getattr(recipe, name)})"
+                   for name, value in options.recipe.items() if value != getattr(recipe, name)]
     for name, flag in (("model_dir", "--model-dir"), ("dataset", "--dataset")):
-        given, recorded = getattr(args, name), getattr(settings, name)
+        given, recorded = getattr(options, name), getattr(settings, name)
         if given is not None and str(given.resolve()) != recorded:
             differences.append(f"{flag} {given} (the run has {recorded})")
     if differences:

@@ -10,15 +10,15 @@ try:
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
 from llm.model_selection.candidates import load_candidates
-from llm.model_selection.options import build_parser
+from llm.model_selection.options import parse_options
 
 
 def main() -> int:
     candidates = load_candidates()
-    args = build_parser(candidates).parse_args()
+    options = parse_options(candidates)
     from llm.model_selection.selection import main as run_selection  # torch loads only now
 
-    return run_selection(args, candidates, sys.argv[1:])
+    return run_selection(options, candidates, sys.argv[1:])
 
 
 if __name__ == "__main__":

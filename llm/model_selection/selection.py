@@ -4,14 +4,11 @@ Everything heavy is the shared pipeline's (llm.common); this module only decides
 it with llm.common.measure, and writes the per-candidate and summary files.
 """
 
-import argparse
 import csv
 import dataclasses
 import gc
 import io
 import math
-import os
-import platform
 import re
 import shlex
 import sys
@@ -31,14 +28,14 @@ from llm.common.inference import Answer, generate_answers
 from llm.common.measure import Measurement, measure
 from llm.common.outputs import check_writable_folder, write_text_atomically
 from llm.common.folders import folder_is_empty, folder_model_type
-from llm.common.models import LoadedModel, ensure_tiny_model, load_local, pick_device
+from llm.common.device import Device, detect, host_description
+from llm.common.models import LoadedModel, ensure_tiny_model, load_local
 from llm.common.logs import epoch_losses
 from llm.common.training import build_trainer, lora_config
 from llm.model_selection.candidates import Candidate
 from llm.model_selection.metrics import summarise
-from llm.common.specs import (
-    SPECS, TINY_RECIPE, ModelSpec, Recipe, repo_relative, spec_for_architecture,
-)
+from llm.common.specs import SPECS, ModelSpec, Recipe, recipe_for, repo_relative, spec_for_architecture
+from llm.model_selection.options import SelectionOptions
 
 SAMPLES_PER_PROMPT = 2  # self-repetition compares two samples of the same prompt
 INFERENCE_MAX_TRIALS = 1  # an empty answer is counted, not generated again
@@ -166,7 +163,7 @@ def inference_test(trainer: SFTTrainer, tokenizer: PreTrainedTokenizerBase, inpu
     ])
 
 
-def run_job(job: Job, splits: Splits, train: list[Example], args: argparse.Namespace, device: str,
+def run_job(job: Job, splits: Splits, train: list[Example], options: SelectionOptions, device: str,
             dtype: torch.dtype) -> dict:
     """Fine-tune and test one candidate; write its two files; return its summary row."""
     spec = job.spec
@@ -178,17 +175,16 @@ def run_job(job: Job, splits: Splits, train: list[Example], args: argparse.Names
     else:
         loaded = load_local(spec, job.model_dir, device, dtype)
     check_fits_context(splits, loaded.tokenizer, context_length(loaded.model))
-    recipe = Recipe(epochs=args.epochs, seed=args.seed,
-                    learning_rate=TINY_RECIPE["learning_rate"] if job.is_tiny else Recipe.learning_rate)
+    recipe = recipe_for(job.is_tiny, epochs=options.epochs, seed=options.seed)
 
     trainer, fine_tuning = fine_tuning_test(loaded, spec, splits, train, recipe, device, dtype)
     losses = [dataclasses.asdict(row) for row in epoch_losses(trainer.state.log_history)]
-    _write_csv(args.output_dir / f"fine_tuning_test_result_{file_stem(job.name)}.csv", FINE_TUNING_COLUMNS, losses)
+    _write_csv(options.output_dir / f"fine_tuning_test_result_{file_stem(job.name)}.csv", FINE_TUNING_COLUMNS, losses)
 
     valid = splits.valid
     samples, inference = inference_test(trainer, loaded.tokenizer, [e.input_data for e in valid], recipe, job.name)
     first, second = samples
-    _write_csv(args.output_dir / f"inference_test_result_{file_stem(job.name)}.csv", INFERENCE_COLUMNS, [
+    _write_csv(options.output_dir / f"inference_test_result_{file_stem(job.name)}.csv", INFERENCE_COLUMNS, [
         {"prompt": example.input_data, "expected_memory_tag": example.memory, "sample_1": a.text, "sample_2": b.text,
          "stopped_1": a.stopped, "stopped_2": b.stopped, "output_tokens_1": a.output_tokens,
          "output_tokens_2": b.output_tokens}
@@ -230,27 +226,21 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def machine_description(device: str) -> str:
-    if device == "cuda":
-        return f"{torch.cuda.get_device_name()} GPU, {os.cpu_count()} CPU cores"
-    return f"{platform.machine()} CPU only, {os.cpu_count()} cores (no GPU)"
-
-
 def write_summary(output_dir: Path, rows: list[dict], header: str) -> None:
     _write_csv(output_dir / SUMMARY_CSV, SUMMARY_COLUMNS, rows)
     write_text_atomically(output_dir / SUMMARY_MD, f"{header}\n\n{markdown_table(rows)}\n")
 
 
-def run_header(argv: list[str], args: argparse.Namespace, splits: Splits, train_pairs: int, device: str,
-               dtype: torch.dtype) -> str:
+def run_header(argv: list[str], options: SelectionOptions, splits: Splits, train_pairs: int,
+               device: Device) -> str:
     """What the markdown result says about its run: date, machine, command and the test's settings."""
     return "\n".join([
         "# Model selection result",
         "",
-        f"- date: {time.strftime('%Y-%m-%d')}; machine: {machine_description(device)}; "
-        f"device {device}, dtype {str(dtype).removeprefix('torch.')}",
+        f"- date: {time.strftime('%Y-%m-%d')}; machine: {host_description()}; device {device.describe()}, "
+        f"dtype {device.dtype_name}",
         f"- command: `{shlex.join(['python', 'llm/model_selection/run_model_selection.py', *argv])}`",
-        f"- dataset: {repo_relative(splits.path)}; {train_pairs} train pairs x {args.epochs} epochs of LoRA fine-tuning "
+        f"- dataset: {repo_relative(splits.path)}; {train_pairs} train pairs x {options.epochs} epochs of LoRA fine-tuning "
         f"(eval loss on {len(splits.valid_with_answers)} valid rows after each epoch, included in the time); "
         f"{len(splits.valid)} valid prompts x {SAMPLES_PER_PROMPT} samples at temperature {Recipe.temperature}, "
         f"max_trials {INFERENCE_MAX_TRIALS} (empty answers counted, not retried)",
@@ -259,22 +249,22 @@ def run_header(argv: list[str], args: argparse.Namespace, splits: Splits, train_
     ])
 
 
-def main(args: argparse.Namespace, candidates: list[Candidate], argv: list[str]) -> int:
+def main(options: SelectionOptions, candidates: list[Candidate], argv: list[str]) -> int:
     """Run every planned candidate, write the files; returns an exit code."""
     # Everything that can be wrong with the inputs is found before anything is written.
-    splits = load_splits(args.dataset)
-    check_writable_folder(args.output_dir, "--output-dir")
-    if args.candidates:
-        candidates = [c for c in candidates if c.name in args.candidates]
-    jobs = plan_jobs(candidates, args.models_dir, tiny=not args.no_tiny)
+    splits = load_splits(options.dataset)
+    check_writable_folder(options.output_dir, "--output-dir")
+    if options.candidates:
+        candidates = [c for c in candidates if c.name in options.candidates]
+    jobs = plan_jobs(candidates, options.models_dir, tiny=not options.no_tiny)
     if all(job.status for job in jobs):  # only skipped rows: a table of them would replace a real comparison
-        raise UserError(f"no candidate has weights under {args.models_dir}"
-                        + (" and --no-tiny leaves out the stand-ins" if args.no_tiny else "")
+        raise UserError(f"no candidate has weights under {options.models_dir}"
+                        + (" and --no-tiny leaves out the stand-ins" if options.no_tiny else "")
                         + ": nothing to compare (see llm/models/README.md for where the weights go)")
-    train = train_subset(splits.train, args.train_pairs)
-    device, dtype = pick_device()
-    header = run_header(argv, args, splits, len(train), device, dtype)
-    args.output_dir.mkdir(parents=True, exist_ok=True)
+    train = train_subset(splits.train, options.train_pairs)
+    device = detect()
+    header = run_header(argv, options, splits, len(train), device)
+    options.output_dir.mkdir(parents=True, exist_ok=True)
 
     rows: list[dict] = []
     for number, job in enumerate(jobs, start=1):
@@ -283,7 +273,7 @@ def main(args: argparse.Namespace, candidates: list[Candidate], argv: list[str])
             where = repo_relative(job.model_dir) if job.model_dir else "tiny stand-in"
             print(f"[{number}/{len(jobs)}] {job.name}: testing ({where})", flush=True)
             try:
-                row |= run_job(job, splits, train, args, device, dtype)
+                row |= run_job(job, splits, train, options, device.kind, device.dtype)
                 row["status"] = "ok"
             except Exception as error:  # one candidate failing must not stop the comparison
                 if not isinstance(error, UserError):
@@ -296,9 +286,9 @@ def main(args: argparse.Namespace, candidates: list[Candidate], argv: list[str])
                 torch.cuda.empty_cache()
         print(f"[{number}/{len(jobs)}] {job.name}: {row['status']}", flush=True)
         rows.append(row)
-        write_summary(args.output_dir, rows, header)  # after every row, so an interrupted run keeps its results
+        write_summary(options.output_dir, rows, header)  # after every row, so an interrupted run keeps its results
     print(markdown_table(rows))
-    print(f"results: {args.output_dir / SUMMARY_CSV}, {args.output_dir / SUMMARY_MD}")
+    print(f"results: {options.output_dir / SUMMARY_CSV}, {options.output_dir / SUMMARY_MD}")
     failed = [row["name"] for row in rows if row["status"].startswith("failed")]
     if failed:
         print(f"error: {len(failed)} candidate(s) failed: {', '.join(failed)} (their rows say why)", file=sys.stderr)

@@ -3,13 +3,14 @@
 The options and the results file format live here, light to import: --help and compare.py start at once.
 """
 
-import argparse
 import csv
+import dataclasses
 import importlib.util
 import io
 from pathlib import Path
 
-from llm.common.cli import ArgumentParser, UserError, add_trust_pickled_option, first_line, positive_int
+from llm.common.cli import TRUST_PICKLED_HELP, ArgumentParser, UserError, first_line, positive_int
+from llm.common.options import add_options, from_args, option
 from llm.common.specs import DEFAULT_DATASET, GEMMA, SHAPES
 from llm.common.outputs import append_line_safely
 
@@ -33,47 +34,52 @@ DEFAULT_TRAIN_PAIRS = 20
 DEFAULT_EPOCHS = 3
 
 
-def build_parser(with_unsloth: bool) -> argparse.ArgumentParser:
+@dataclasses.dataclass(frozen=True)
+class UnslothTestOptions:
+    """What one measurement run (with or without Unsloth) was asked to do."""
+
+    model_dir: Path | None = option(None, f"Gemma-2 2B weights (default: {GEMMA.model_dir}); when empty, a tiny "
+                                    f"Gemma-2 stand-in is used, and says so", type=Path)
+    shape: str | None = option(None, "instead of weights: a randomly initialised model of this real model's full "
+                               "size, to measure time and memory at real scale without weights", choices=tuple(SHAPES))
+    dataset: Path = option(DEFAULT_DATASET, "the dataset CSV", type=Path)
+    prompts: int = option(DEFAULT_PROMPTS, "valid prompts answered in the inference part", type=positive_int)
+    train_pairs: int = option(DEFAULT_TRAIN_PAIRS, "train pairs of the fine-tuning part", type=positive_int)
+    epochs: int = option(DEFAULT_EPOCHS, "fine-tuning epochs", type=positive_int)
+    results: Path = option(DEFAULT_RESULTS, "the CSV file the row is appended to", type=Path)
+    logs_dir: Path = option(DEFAULT_LOGS_DIR, "where the log goes", type=Path)
+    machine: str | None = option(None, "how to name this machine in the results (default: host name, CPU cores "
+                                 "and RAM)")
+    trust_pickled_weights: bool = option(False, TRUST_PICKLED_HELP)
+    no_block_compile: bool = False  # with Unsloth only: WithUnslothOptions makes it an option
+
+    @property
+    def side(self) -> str:
+        """The results.csv `unsloth` column of a with-Unsloth row."""
+        return WITH_NO_BLOCK_COMPILE if self.no_block_compile else WITH
+
+
+@dataclasses.dataclass(frozen=True)
+class WithUnslothOptions(UnslothTestOptions):
+    no_block_compile: bool = option(False, "turn off Unsloth's torch.compile of each decoder block "
+                                    "(UNSLOTH_BLOCK_COMPILE=0; the row says so): with torch 2.11 its backward failed "
+                                    "to compile on an H200 (docs/gpu.md)")
+
+
+def parse_options(with_unsloth: bool, argv: list[str] | None = None) -> UnslothTestOptions:
     side = "WITH" if with_unsloth else "WITHOUT"
-    shapes = UNSLOTH_SHAPES if with_unsloth else tuple(SHAPES)
     parser = ArgumentParser(
         description=f"Measure inference and LoRA fine-tuning of Gemma-2 2B {side} Unsloth: wall time and peak "
                     f"memory. Appends a row to the results file and writes a log; compare the two scripts' rows "
                     f"with llm/unsloth_test/compare.py.",
     )
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help=f"Gemma-2 2B weights (default: {GEMMA.model_dir}); when empty, a tiny Gemma-2 "
-                             f"stand-in is used, and says so")
-    parser.add_argument("--shape", choices=shapes, default=None,
-                        help="instead of weights: a randomly initialised model of this real model's full size, "
-                             "to measure time and memory at real scale without weights")
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="the dataset CSV (default: %(default)s)")
-    parser.add_argument("--prompts", type=positive_int, default=DEFAULT_PROMPTS,
-                        help="valid prompts answered in the inference part (default: %(default)s)")
-    parser.add_argument("--train-pairs", type=positive_int, default=DEFAULT_TRAIN_PAIRS,
-                        help="train pairs of the fine-tuning part (default: %(default)s)")
-    parser.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS,
-                        help="fine-tuning epochs (default: %(default)s)")
-    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS,
-                        help="the CSV file the row is appended to (default: %(default)s)")
-    parser.add_argument("--logs-dir", type=Path, default=DEFAULT_LOGS_DIR,
-                        help="where the log goes (default: %(default)s)")
-    parser.add_argument("--machine", default=None,
-                        help="how to name this machine in the results (default: host name, CPU cores and RAM)")
-    if with_unsloth:
-        parser.add_argument("--no-block-compile", action="store_true",
-                            help="turn off Unsloth's torch.compile of each decoder block (UNSLOTH_BLOCK_COMPILE=0; "
-                                 "the row says so): with torch 2.11 its backward failed to compile on the lent "
-                                 "H200 (docs/gpu.md)")
-    add_trust_pickled_option(parser)
-    return parser
-
-
-def with_side(args: argparse.Namespace) -> str:
-    """The `unsloth` column of a with-Unsloth row."""
-    return WITH_NO_BLOCK_COMPILE if args.no_block_compile else WITH
-
-
+    cls = WithUnslothOptions if with_unsloth else UnslothTestOptions
+    add_options(parser, cls)
+    options = from_args(cls, parser.parse_args(argv))
+    if with_unsloth and options.shape not in (None, *UNSLOTH_SHAPES):
+        parser.error(f"argument --shape: Unsloth is compared on {', '.join(UNSLOTH_SHAPES)} only (it has no fast "
+                     f"path for GPT-NeoX)")
+    return options
 
 
 def read_results(path: Path) -> list[dict[str, str]]:
@@ -105,8 +111,8 @@ def append_result(path: Path, row: dict[str, object]) -> None:
 MIN_CAPABILITY = (7, 0)  # Unsloth's Triton kernels need Volta or newer
 
 
-def unsloth_unavailable() -> str | None:
-    """Why Unsloth cannot run here, or None; imports it when it can (before transformers: it patches it)."""
+def unsloth_missing() -> str | None:
+    """Why Unsloth cannot run here, from what is installed and the GPU alone (nothing imported), or None."""
     if importlib.util.find_spec("unsloth") is None:
         return "unsloth is not installed (pip install -r requirements-unsloth.txt, on a machine with a CUDA GPU)"
     import torch
@@ -117,6 +123,14 @@ def unsloth_unavailable() -> str | None:
     if (major, minor) < MIN_CAPABILITY:
         return (f"GPU too old: {torch.cuda.get_device_name(0)} has compute capability {major}.{minor}, "
                 f"Unsloth needs {MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer")
+    return None
+
+
+def unsloth_unavailable() -> str | None:
+    """Why Unsloth cannot run here, or None; imports it when it can (before transformers: it patches it)."""
+    reason = unsloth_missing()
+    if reason is not None:
+        return reason
     try:
         import unsloth  # noqa: F401
     except Exception as error:  # its import checks the driver, the GPU and library versions

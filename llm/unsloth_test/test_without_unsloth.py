@@ -11,14 +11,14 @@ try:
     from llm.common.cli import run_main
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
-from llm.unsloth_test import build_parser
+from llm.unsloth_test import parse_options
 
 
 def main() -> int:
-    args = build_parser(with_unsloth=False).parse_args()
+    options = parse_options(with_unsloth=False)
     from llm.unsloth_test.bench import PLAIN, run  # torch loads only now: --help answers at once
 
-    return run(PLAIN, args)
+    return run(PLAIN, options)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ Imported only once llm.unsloth_test.unsloth_unavailable() has imported unsloth (
 peft and trl before they load). The calls follow Unsloth's documented API (FastLanguageModel.from_pretrained,
 get_peft_model, for_inference, for_training) of the version pinned in requirements-unsloth.txt; their argument
 names were checked against unsloth 2026.10.9's source, and a whole run went through with its CPU fallback and
-the GPU machine's library versions (transformers 5.17, trl 1.15): docs/gpu.md. On a lent H200 (torch 2.11) its
-inference ran and its fine-tuning failed in Unsloth's per-block torch.compile: block_compile_hint.
+transformers 5.17 and trl 1.15: docs/gpu.md. On an H200 with torch 2.11 its inference ran and its fine-tuning
+failed in Unsloth's per-block torch.compile: block_compile_hint.
 """
 
 import os
@@ -15,7 +15,7 @@ import torch
 from peft import LoraConfig
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from llm.common.models import load_tokenizer, prepare_tokenizer, save_in_hub_layout
+from llm.common.models import build_full_size, load_tokenizer, prepare_tokenizer, save_in_hub_layout
 from llm.common.specs import Recipe
 from llm.unsloth_test import WITH, bench
 
@@ -28,7 +28,7 @@ def load_with_unsloth(subject: bench.Subject, device: str, dtype: torch.dtype,
     folder = subject.weights_dir
     if folder is None:  # --shape: build the random model as the without-script does, then save it for Unsloth
         tokenizer = load_tokenizer(subject.tokenizer_dir)
-        model = bench.build_full_size(subject.spec, tokenizer, device, dtype)
+        model = build_full_size(subject.spec, tokenizer, device, dtype)
         folder = workdir / "full_size_random"
         save_in_hub_layout(model, tokenizer, folder)
         del model
@@ -70,5 +70,5 @@ def block_compile_hint(error: BaseException) -> str | None:
             "like pytorch/pytorch#181735); run again with --no-block-compile to measure Unsloth without that compile")
 
 
-UNSLOTH = bench.Backend(WITH, load_with_unsloth, attach_lora_with_unsloth, prepare_inference_with_unsloth,
+UNSLOTH = bench.Side(WITH, load_with_unsloth, attach_lora_with_unsloth, prepare_inference_with_unsloth,
                         bench.LIBRARIES + ("unsloth", "unsloth_zoo"), block_compile_hint)

@@ -10,7 +10,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from conftest import dataset_rows, heavy_modules_after, run_in_process
+from helpers.data import dataset_rows
+from helpers.scripts import heavy_modules_after, run_in_process
 from llm.common.adapters import load_fine_tuned
 from llm.common.folders import AdapterError, read_adapter
 from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER, HINT, USER_LABEL, Chat, open_memory, run_interactive, run_prompts

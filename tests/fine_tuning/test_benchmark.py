@@ -13,8 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import heavy_modules_after_help, run_in_process, run_script
-from llm.fine_tuning import benchmark_training as bench
+from helpers.scripts import heavy_modules_after_help, run_in_process, run_script
+from llm.common.device import detect
+from llm.fine_tuning.benchmark import compare, flops, machine, results
+from llm.fine_tuning.benchmark.options import parse_options
+from llm.fine_tuning.speed import SpeedOptions
 
 SCRIPT = "llm/fine_tuning/benchmark_training.py"
 # The CSV holds seconds to 3 decimals: a sum of 4 rounded parts may be off by 4 x 0.0005 s.
@@ -26,7 +29,7 @@ SETUP_AT_MOST = 10.0
 def rows_of(path: Path) -> list[dict[str, str]]:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.DictReader(handle)
-        assert tuple(reader.fieldnames) == bench.COLUMNS
+        assert tuple(reader.fieldnames) == results.COLUMNS
         return list(reader)
 
 
@@ -45,7 +48,7 @@ def test_one_row_per_epoch_then_the_total(single: dict) -> None:
     assert [row["epoch"] for row in rows] == ["1", "2", "total"]
     assert all(row["status"] == "ok" and row["variant"] == "single" and row["flags"] == "" for row in rows)
     on_gpu = torch.cuda.is_available()
-    dtype = "bfloat16" if on_gpu and torch.cuda.is_bf16_supported() else "float32"  # the scripts' pick_device
+    dtype = detect().dtype_name  # what the fine-tuning scripts compute in
     assert all(row["shape"] == "tiny" and row["dtype"] == dtype for row in rows)
     if on_gpu:
         assert all(row["device"].startswith("cuda: ") and row["peak_rss_mb"] == "" for row in rows)
@@ -96,24 +99,25 @@ def test_last_line_is_the_total_and_its_projection(single: dict) -> None:
     assert '"projected_60_epochs_s"' in single["summary"].read_text(encoding="utf-8")
 
 
-CPU_SKIPS = {"compiled-test": "CUDA only", "compiled-model": "--compile-model alone runs it",
-             "flash-attention-2": "CUDA GPUs only", "tf32": "NVIDIA GPUs"}
+CPU_SKIPS = {"compiled-test": "CUDA GPUs only", "compiled-model": "--compile-model alone runs it",
+             "cuda-graphs": "--compile-model alone runs it", "flash-attention-2": "CUDA GPUs only",
+             "tf32": "NVIDIA GPUs"}
+SAME_TRAINING = ("test-one-batch", "static-cache", "quiet-steps", "fused-optimizer", "attn-eager")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU's list of variants: a GPU runs others (float32)")
 def test_compare_gives_every_variant_rows_or_a_reason(tmp_path: Path, small_dataset: Path) -> None:
     output = tmp_path / "compare.csv"
     result = run_in_process(SCRIPT, "--shape", "tiny", "--epochs", "1", "--dataset", str(small_dataset),
-                        "--output", str(output), "--compare")
+                            "--output", str(output), "--compare", "--warm-up-epochs", "0")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = rows_of(output)
     by_variant: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         by_variant.setdefault(row["variant"], []).append(row)
-    ran = ["plain", "padding-free", "test-one-batch", "static-cache", "attn-eager", "packing", "bfloat16"]
-    assert list(by_variant) == ["plain", "test-one-batch", "compiled-model", "padding-free", "static-cache",
-                                "compiled-test", "attn-eager", "flash-attention-2", "packing", "bfloat16", "tf32",
-                                "liger"]
+    ran = ["plain", "test-one-batch", "eval-one-batch", "quiet-steps", "fused-optimizer", "fixed-shapes",
+           "padding-free", "static-cache", "attn-eager", "packing", "bfloat16"]
+    assert set(by_variant) == set(ran) | set(CPU_SKIPS) | {"liger"}
     for name in ran:
         assert [row["epoch"] for row in by_variant[name]] == ["1", "total"], name
         assert all(row["status"] == "ok" for row in by_variant[name])
@@ -126,19 +130,23 @@ def test_compare_gives_every_variant_rows_or_a_reason(tmp_path: Path, small_data
     assert by_variant["bfloat16"][0]["dtype"] == "bfloat16"
     assert by_variant["packing"][0]["steps"] == "1"  # 24 pairs, 691 tokens, packed into 3 rows of 256: 1 batch
 
-    def eval_loss(name: str) -> float:
-        return float(by_variant[name][0]["eval_loss"])
+    def loss(name: str, which: str = "eval_loss") -> float:
+        return float(by_variant[name][0][which])
 
-    # The test's options change nothing of the training. Padding-free trains on the same batches (Adam turns
-    # rounding differences of near-zero gradients into whole steps, hence 1 %; the exact check is below), where
-    # packing's different batches give another loss.
-    for name in ("test-one-batch", "static-cache"):
-        assert eval_loss(name) == eval_loss("plain"), name
-    assert eval_loss("padding-free") == pytest.approx(eval_loss("plain"), rel=1e-2)
-    assert eval_loss("packing") != pytest.approx(eval_loss("plain"), rel=2e-2)
+    # Options that only change how the same maths is computed learn the same thing: the same losses (exactly
+    # where only the test or the host's waiting changes). Padding-free and fixed shapes train on the same batches
+    # (Adam turns rounding differences of near-zero gradients into whole steps, hence 1 %; the exact check of
+    # padding-free is below); packing's different batches give another loss; eval-one-batch trains the same, and
+    # its eval loss weighs tokens instead of rows.
+    for name in SAME_TRAINING:
+        assert loss(name) == pytest.approx(loss("plain"), rel=1e-4), name
+    for name in ("padding-free", "fixed-shapes"):
+        assert loss(name) == pytest.approx(loss("plain"), rel=1e-2), name
+    assert loss("eval-one-batch", "train_loss") == pytest.approx(loss("plain", "train_loss"), rel=1e-4)
+    assert loss("packing") != pytest.approx(loss("plain"), rel=2e-2)
     lines = result.stdout.splitlines()
     assert "| variant | flags | status | s/epoch | vs plain |" in "\n".join(lines)
-    assert sum(line.startswith("| ") for line in lines) == 1 + 12  # the heading and a row per variant
+    assert sum(line.startswith("| ") for line in lines) == 1 + len(by_variant)  # the heading and a row per variant
     assert any(line.startswith("fastest combination flags: ") for line in lines)
 
 
@@ -172,28 +180,34 @@ def test_help_answers_before_torch_loads() -> None:
     assert heavy_modules_after_help(SCRIPT) == []  # how fast that is: scripts/benchmark_startup.py
 
 
-@pytest.mark.parametrize("name, peak", [
-    ("NVIDIA H100 80GB HBM3", 989.4), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H200", 989.4),
-    ("NVIDIA A100-SXM4-80GB", 312.0), ("NVIDIA L4", 121.0), ("NVIDIA L40S", 362.1), ("Tesla T4", None),
-])
-def test_peak_of_known_gpus(name: str, peak: float | None) -> None:
-    assert bench.peak_tflops_for(name) == peak
+def test_a_gpu_gets_its_own_peak_not_a_similar_names():
+    """Names that contain another's (H100 PCIe and H100, L40S, L40 and L4, GH200 and H200) find their own row."""
+    peak = machine.peak_tflops_for
+    assert peak("NVIDIA H100 PCIe") < peak("NVIDIA H100 80GB HBM3")
+    assert len({peak("NVIDIA L4"), peak("NVIDIA L40"), peak("NVIDIA L40S")}) == 3
+    assert peak("NVIDIA GH200 480GB") is not None and peak("Tesla T4") is None
 
 
-def test_flops_count_lora_weights_6_times_and_frozen_ones_4_times() -> None:
+def test_the_flop_count_is_what_torch_counts_for_lora_training() -> None:
+    """Forward and backward of a LoRA model, counted by torch's FlopCounterMode, are 6 FLOPs per trainable and 4 per
+    frozen matrix weight per token (the input arrives needing its gradient, as inside a model's layers)."""
     from peft import LoraConfig, get_peft_model
+    from torch.utils.flop_counter import FlopCounterMode
 
     class Tiny(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.embed = torch.nn.Embedding(100, 16)  # a look-up: not counted
             self.proj = torch.nn.Linear(16, 32)
             self.head = torch.nn.Linear(32, 100, bias=False)
 
-    model = get_peft_model(Tiny(), LoraConfig(r=4, target_modules=["proj"]))
-    trainable, frozen = bench.matmul_parameters(model)
-    assert (trainable, frozen) == (4 * 16 + 32 * 4, 16 * 32 + 32 * 100)
-    assert bench.flops_per_token(trainable, frozen) == 6 * trainable + 4 * frozen
+        def forward(self, x):
+            return self.head(torch.relu(self.proj(x)))
+
+    model = get_peft_model(Tiny(), LoraConfig(r=4, target_modules=["proj"], lora_dropout=0.0))
+    tokens = torch.randn(3, 7, 16, requires_grad=True)
+    with FlopCounterMode(display=False) as counter:
+        model(tokens).sum().backward()
+    assert counter.get_total_flops() == flops.flops_per_token(*flops.matmul_parameters(model)) * 3 * 7
 
 
 def test_warm_up_epochs_go_to_the_csv_but_not_into_the_comparison(tmp_path: Path, small_dataset: Path) -> None:
@@ -234,11 +248,12 @@ def test_compile_model_trains_the_same_recipe_through_torch_compile(single: dict
     assert rows[0]["train_tokens"] == plain[0]["train_tokens"]  # the same batches
     for compiled, eager in zip(rows[:2], plain[:2]):
         assert float(compiled["eval_loss"]) == pytest.approx(float(eager["eval_loss"]), rel=1e-2)
-    assert bench.speed_from(bench.build_parser().parse_args(["--compile-model"])).flags() == ["--compile-model"]
+    assert parse_options(["--compile-model"])[0].speed.flags() == ["--compile-model"]
 
 
-def outcome(name: str, seconds: float, same_recipe: bool = True, status: str = "ok", **speed) -> bench.Outcome:
-    return bench.Outcome(bench.Variant(name, bench.Speed(**speed), same_recipe), status, [], steady_epoch_s=seconds)
+def outcome(name: str, seconds: float, same_recipe: bool = True, status: str = "ok", **speed) -> results.Outcome:
+    return results.Outcome(results.Variant(name, SpeedOptions(**speed), same_recipe), status, [],
+                           steady_epoch_s=seconds)
 
 
 def test_the_combination_takes_the_faster_options_that_keep_the_recipe() -> None:
@@ -247,10 +262,10 @@ def test_the_combination_takes_the_faster_options_that_keep_the_recipe() -> None
                 outcome("compiled-test", 6.0, static_cache=True, compile_test=True),
                 outcome("packing", 5.0, same_recipe=False, packing=True),  # faster, but not the recipe
                 outcome("liger", 1.0, status="skipped: not installed", liger=True)]
-    speed, names = bench.combined(outcomes)
+    speed, names = compare.combined(outcomes)
     assert names == ["padding-free", "compiled-test"]
-    assert speed.flags() == ["--padding-free", "--compile-test"]
-    parsed = bench.speed_from(bench.build_parser().parse_args(speed.flags()))
+    assert speed.flags() == ["--padding-free", "--static-cache", "--compile-test"]
+    parsed = parse_options(speed.flags())[0].speed
     assert parsed == speed  # the printed flags give the same options back
 
 
@@ -265,7 +280,7 @@ def test_full_size_flops_count_as_docs_gpu_md_gives_it(shape: str, trainable: in
 
     from llm.common.specs import SHAPES, Recipe
     from llm.common.training import lora_config
-    from llm.unsloth_test.bench import full_size_config
+    from llm.common.models import full_size_config
 
     spec = SHAPES[shape]
     tokenizer = SimpleNamespace(bos_token_id=2, eos_token_id=1, pad_token_id=0)
@@ -273,4 +288,4 @@ def test_full_size_flops_count_as_docs_gpu_md_gives_it(shape: str, trainable: in
         warnings.simplefilter("ignore", FutureWarning)  # a transformers deprecation notice raised inside peft
         model = AutoModelForCausalLM.from_config(full_size_config(spec, tokenizer), **spec.load_kwargs)
         model = get_peft_model(model, lora_config(spec, Recipe()))
-    assert bench.matmul_parameters(model) == (trainable, frozen)
+    assert flops.matmul_parameters(model) == (trainable, frozen)

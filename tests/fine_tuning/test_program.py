@@ -14,7 +14,8 @@ from PIL import Image
 from peft import PeftModel, get_peft_model
 from transformers import set_seed
 
-from conftest import BREAKAGES, REPO, break_folder, hub_folder, run_in_process, tiny_model
+from helpers.models import BREAKAGES, break_folder, hub_folder, tiny_model
+from helpers.scripts import REPO, run_in_process
 from llm.common.inference import STOP_EOS, STOP_LENGTH, STOP_MARKER, _decode_answer, generate_answers
 from llm.common.adapters import load_fine_tuned
 from llm.common.data import load_splits
@@ -27,7 +28,7 @@ from llm.common.outputs import OutputError
 from llm.common.training import build_trainer, lora_config, save_adapter_atomically
 from llm.common.cli import UserError
 from llm.common.specs import GEMMA, POLYGLOT, Recipe
-from llm.fine_tuning.options import build_parser
+from llm.fine_tuning.options import parse_options
 from llm.fine_tuning.program import prepare
 
 LOG_NAME = re.compile(r"^\d{10}(-\d+)?(_[\w.-]+)?\.txt$")
@@ -194,7 +195,8 @@ def test_run_without_weights_uses_the_stand_in_and_says_so(trained_polyglot):
     assert text.startswith("!" * 78 + "\n!! NOTICE")
     for expected in [f"dataset: {trained_polyglot['dataset']} (24 train rows, 6 valid rows",
                      "hyperparameters: epochs=2, lora_rank=64, lora_alpha=16, lora_dropout=0.05",
-                     "LoRA targets: query_key_value", "device: cpu, dtype: float32, processes: 1",
+                     "LoRA targets: query_key_value", "device: cpu: ", "dtype: float32 (the CPU); processes: 1",
+                     "speed options: (plain recipe)",
                      "transformers ", "peft ", "trl ",
                      "=== inference test after epoch 1/2", "=== inference test after epoch 2/2",
                      "=== final test 1/2 with the saved adapter", "=== final test 2/2 with the saved adapter",
@@ -281,7 +283,7 @@ def test_without_the_virtualenv_a_script_says_so_in_one_line():
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed here")
 def test_report_to_tensorboard_without_it_is_refused_before_any_work(tmp_path, small_dataset):
-    args = build_parser(POLYGLOT).parse_args(["--dataset", str(small_dataset), "--report-to", "tensorboard",
+    args = parse_options(POLYGLOT, ["--dataset", str(small_dataset), "--report-to", "tensorboard",
                                               "--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs")])
     with pytest.raises(UserError, match=r"^--report-to tensorboard: tensorboard is not installed \(pip install tensorboard\)$"):
         prepare(POLYGLOT, args)

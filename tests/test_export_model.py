@@ -13,7 +13,7 @@ import torch
 from safetensors import safe_open
 from transformers import set_seed
 
-from conftest import run_in_process, run_script
+from helpers.scripts import run_in_process, run_script
 from llm.chat.chat import BOT_LABEL, visible_text
 from llm.common.adapters import load_fine_tuned
 from llm.common.inference import MAX_LENGTH, MIN_NEW_TOKENS, generate_answers
@@ -51,13 +51,6 @@ PLAIN_TRANSFORMERS = textwrap.dedent("""
                       "loaded": sorted(name for name in sys.modules
                                        if name.split(".")[0] in ("peft", "llm") and sys.modules[name] is not None)}))
 """).replace("MAX_LENGTH", str(MAX_LENGTH)).replace("MIN_NEW_TOKENS", str(MIN_NEW_TOKENS))
-
-
-def export_args(world, *extra: str, adapter: Path | None = None, model_dir: Path | None = None,
-                output: Path | None = None) -> list[str]:
-    """The export's arguments for a tests/test_faults.py case."""
-    return ["--model-dir", str(model_dir or world.inputs / "empty"), "--adapter-dir", str(adapter or world.adapter),
-            "--output-dir", str(output or world.work / "merged"), *extra]
 
 
 def valid_prompts(dataset: Path) -> list[str]:

@@ -1,4 +1,4 @@
-"""The chat memory: the SQLite store, the relevance score and the evaluation script."""
+"""The chat memory's store: SQLite, one memory per key, shared by processes, never another program's file."""
 
 import os
 import re
@@ -7,18 +7,28 @@ import subprocess
 import sys
 import textwrap
 import time
+from types import SimpleNamespace
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_in_process
-from llm.memory.evaluate_retrieval import EVAL_CSV, OLD, pair_metrics, read_cases, read_pairs, retrieval_metrics
+from helpers.scripts import REPO
+from llm.memory.evaluate_retrieval import read_pairs
 from llm.memory.retrieval import RELEVANCE_THRESHOLD, relevance
+from llm.chat.chat import Chat
 from llm.memory.store import MemoryStore, MemoryUnavailable
 
 PAIRS_CSV = REPO / "llm" / "memory" / "relevance_pairs.csv"
 SCRIPT = "llm/memory/evaluate_retrieval.py"
+
+
+def other_programs_database(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
+        conn.execute("INSERT INTO invoices (total) VALUES (12.5)")
+        conn.execute("PRAGMA user_version = 7")
+    conn.close()
 
 
 @pytest.fixture
@@ -145,63 +155,49 @@ def test_a_read_only_file_raises_memory_unavailable(tmp_path: Path):
         MemoryStore(path)
 
 
-def test_evaluate_script_prints_old_and_new_side_by_side():
-    result = run_in_process(SCRIPT)
-    assert result.returncode == 0, result.stderr
-    assert re.search(r"^ +OLD +NEW$", result.stdout, re.M)
-    assert re.search(r"^top-1 accuracy +\d\.\d{3} +\d\.\d{3}$", result.stdout, re.M)
-    assert re.search(r"^none precision +\d\.\d{3} \(\d+/\d+\) +\d\.\d{3} \(\d+/\d+\)$", result.stdout, re.M)
-    assert re.search(r"^none recall +\d\.\d{3} \(\d+/\d+\) +\d\.\d{3} \(\d+/\d+\)$", result.stdout, re.M)
-    assert not re.search(r"\d+ pairs", result.stdout)  # only the cases unless --pairs is given
-
-    # both sets in one run, each on the rows asked for; the last line says what NEW was fitted on
-    result = run_in_process(SCRIPT, "--eval", str(EVAL_CSV), "--pairs", str(PAIRS_CSV), "--rows", "0:40")
-    assert result.returncode == 0, result.stderr
-    assert re.search(r"retrieval_eval\.csv: 40 cases, rows 0:40, \d+ of them none$", result.stdout, re.M)
-    assert re.search(r"relevance_pairs\.csv: 40 pairs, rows 0:40$", result.stdout, re.M)
-    for label in ("MSE", "MAE", "corr"):
-        assert re.search(rf"^{label} +-?\d\.\d{{3}} +-?\d\.\d{{3}}$", result.stdout, re.M)
-    assert result.stdout.splitlines()[-1].startswith("NEW was fitted on relevance_pairs.csv rows 0:")
 
 
-@pytest.mark.parametrize("args", [["--pairs", "no_such_pairs.csv"], ["--eval", "no_such_cases.csv"]])
-def test_evaluate_script_missing_file_is_one_line_and_exit_2(args):
-    result = run_in_process(SCRIPT, *args)
-    assert result.returncode == 2
-    assert result.stdout == "" and "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and args[1] in lines[0]
 
 
-def test_evaluate_script_bad_file_is_one_line_and_exit_2(tmp_path: Path):
-    bad = tmp_path / "bad.csv"
-    bad.write_text("memory_0,user_prompt_1,similarity_score\n[기분: 설렘],설레,1.7\n", encoding="utf-8")
-    result = run_in_process(SCRIPT, "--pairs", str(bad))
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and str(bad) in result.stderr
 
 
-def test_eval_sets_are_large_enough():
-    cases = read_cases(EVAL_CSV)
-    none_share = sum(relevant is None for _, _, relevant in cases) / len(cases)
-    assert len(cases) >= 100 and 0.25 <= none_share <= 0.35
-    assert len(read_pairs(PAIRS_CSV)) >= 300
 
 
-def test_retrieval_quality_stays_above_the_measured_floor():
-    # NEW, committed model fitted on relevance_pairs.csv + dev pairs, threshold on retrieval_eval.csv + dev cases
-    # (so in-sample here): top-1 0.744, none recall 0.786; pairs MAE 0.283, corr 0.682. Grouped 5-fold by memory
-    # tag (train_retrieval.py --cv 5): top-1 0.737, corr 0.658 on these files; top-1 0.512, corr 0.324 on dev.
-    metrics = retrieval_metrics(read_cases(EVAL_CSV))
-    assert metrics["accuracy"] >= 0.72
-    assert metrics["none_recall"] >= 0.75
-    pairs = pair_metrics(read_pairs(PAIRS_CSV))
-    assert pairs["mae"] <= 0.30 and pairs["corr"] >= 0.65
 
 
-def test_the_old_scorer_stays_available_as_the_baseline():
-    # measured: top-1 0.939, none recall 1.000; pairs (labels fixed) MAE 0.070, corr 0.887
-    metrics = retrieval_metrics(read_cases(EVAL_CSV), OLD.most_relevant)
-    assert metrics["accuracy"] >= 0.93 and metrics["none_recall"] == 1.0
-    pairs = pair_metrics(read_pairs(PAIRS_CSV), OLD.relevance)
-    assert pairs["mae"] <= 0.08 and pairs["corr"] >= 0.88
+
+
+def test_another_programs_database_is_refused_untouched(tmp_path):
+    path = tmp_path / "accounts.db"
+    other_programs_database(path)
+    before = path.read_bytes()
+    with pytest.raises(MemoryUnavailable, match="not an Oh-LoRA memory file"):
+        MemoryStore(path)
+    assert path.read_bytes() == before
+
+
+def test_a_memory_file_from_before_application_ids_still_opens(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE memories (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, "
+                     "tag TEXT NOT NULL, user_message TEXT NOT NULL, time TEXT NOT NULL)")
+        conn.execute("INSERT INTO memories (key, tag, user_message, time) VALUES "
+                     "('취미', '[취미: 뜨개질]', '뜨개질 시작했어', '2026-01-02T03:04:05+09:00')")
+        conn.execute("PRAGMA user_version = 1")
+    conn.close()
+    assert [memory.tag for memory in MemoryStore(path).memories()] == ["[취미: 뜨개질]"]
+
+
+def test_a_malformed_time_does_not_stop_the_chat(tmp_path):
+    store = MemoryStore(tmp_path / "memory.db")
+    store.add("[반려동물: 고양이]", "고양이 키워")
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("UPDATE memories SET time = 'last tuesday'")
+    conn.close()
+    assert store.memories()[0].time is None
+    shown = []
+    chat = Chat(lambda model_input: SimpleNamespace(text=f"[기분: 좋음] {model_input}"), store, say=shown.append)
+    chat.handle("/memory")
+    assert any("[반려동물: 고양이]" in line and "time unknown" in line for line in shown)
+    chat.handle("오늘 좋은 일 있었어")
+    assert shown[-1].startswith("오로라: ")

@@ -7,23 +7,19 @@ cases of tests/test_faults.py, which also checks that nothing was written.
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
-from conftest import start_script
-from llm.chat.chat import Chat
+from helpers.scripts import start_script
 from llm.common.cli import UserError
 from llm.common.specs import POLYGLOT
-from llm.fine_tuning.options import build_parser
+from llm.fine_tuning.options import parse_options
 from llm.fine_tuning.program import prepare
 from llm.common.outputs import SAVE_MARKER, OutputError, disk_full, recover_interrupted_save, save_folder_atomically
 from llm.fine_tuning.resume import remove_run_files, scan
-from llm.memory.store import MemoryStore, MemoryUnavailable
 
 FINE_TUNE = "llm/run_fine_tuning_polyglot.py"
 
@@ -127,48 +123,12 @@ def test_full_disk_on_save_is_one_line_and_keeps_the_old(tmp_path):
     assert (target / "adapter_config.json").read_text() == "old"
 
 
-def other_programs_database(path: Path) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY, total REAL)")
-        conn.execute("INSERT INTO invoices (total) VALUES (12.5)")
-        conn.execute("PRAGMA user_version = 7")
-    conn.close()
 
 
-def test_another_programs_database_is_refused_untouched(tmp_path):
-    path = tmp_path / "accounts.db"
-    other_programs_database(path)
-    before = path.read_bytes()
-    with pytest.raises(MemoryUnavailable, match="not an Oh-LoRA memory file"):
-        MemoryStore(path)
-    assert path.read_bytes() == before
 
 
-def test_a_memory_file_from_before_application_ids_still_opens(tmp_path):
-    path = tmp_path / "old.db"
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE memories (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE, "
-                     "tag TEXT NOT NULL, user_message TEXT NOT NULL, time TEXT NOT NULL)")
-        conn.execute("INSERT INTO memories (key, tag, user_message, time) VALUES "
-                     "('취미', '[취미: 뜨개질]', '뜨개질 시작했어', '2026-01-02T03:04:05+09:00')")
-        conn.execute("PRAGMA user_version = 1")
-    conn.close()
-    assert [memory.tag for memory in MemoryStore(path).memories()] == ["[취미: 뜨개질]"]
 
 
-def test_a_malformed_time_does_not_stop_the_chat(tmp_path):
-    store = MemoryStore(tmp_path / "memory.db")
-    store.add("[반려동물: 고양이]", "고양이 키워")
-    with sqlite3.connect(store.path) as conn:
-        conn.execute("UPDATE memories SET time = 'last tuesday'")
-    conn.close()
-    assert store.memories()[0].time is None
-    shown = []
-    chat = Chat(lambda model_input: SimpleNamespace(text=f"[기분: 좋음] {model_input}"), store, say=shown.append)
-    chat.handle("/memory")
-    assert any("[반려동물: 고양이]" in line and "time unknown" in line for line in shown)
-    chat.handle("오늘 좋은 일 있었어")
-    assert shown[-1].startswith("오로라: ")
 
 
 def test_a_full_disk_is_recognised_without_an_errno(tmp_path, monkeypatch):
@@ -216,7 +176,7 @@ def test_an_immutable_output_place_is_refused_before_training(tmp_path, small_da
     if not _immutable(locked):
         pytest.skip("chattr +i is not available here")
     try:
-        args = build_parser(POLYGLOT).parse_args(["--dataset", str(small_dataset), "--output-dir", str(adapter),
+        args = parse_options(POLYGLOT, ["--dataset", str(small_dataset), "--output-dir", str(adapter),
                                                   "--logs-dir", str(logs), "--model-dir", str(tmp_path / "none")])
         with pytest.raises(UserError, match=rf"^{which} .*: .* is not writable$"):
             prepare(POLYGLOT, args)

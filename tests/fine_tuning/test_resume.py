@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_in_process
+from helpers.scripts import REPO, run_in_process
 from safetensors.torch import load_file
 
 from llm.common.cli import UserError, run_main
-from llm.fine_tuning.options import build_parser
+from llm.fine_tuning.options import parse_options
 from llm.fine_tuning.program import fine_tune
 from llm.common.specs import POLYGLOT, Recipe
 
@@ -160,7 +160,7 @@ def test_resume_refuses_what_contradicts_the_run(tmp_path, killed, change, capsy
     before = files(tmp_path)
     argv = ["--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"), "--resume", *extra]
     with pytest.raises(SystemExit) as exit_info:
-        run_main(lambda: fine_tune(POLYGLOT, build_parser(POLYGLOT).parse_args(argv)))
+        run_main(lambda: fine_tune(POLYGLOT, parse_options(POLYGLOT, argv)))
     assert exit_info.value.code == 2
     stderr = capsys.readouterr().err
     assert stderr.count("\n") == 1
@@ -174,5 +174,5 @@ def test_resume_with_only_a_cut_off_checkpoint_says_there_is_none(tmp_path, kill
     (checkpoints / "checkpoint-6" / "trainer_state.json").unlink()
     with pytest.raises(UserError, match=r"no complete checkpoint .*\(checkpoint-6: cut off while being written\): "
                                         r"run without --resume to start over"):
-        fine_tune(POLYGLOT, build_parser(POLYGLOT).parse_args(
+        fine_tune(POLYGLOT, parse_options(POLYGLOT, 
             ["--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"), "--resume"]))

@@ -1,10 +1,9 @@
-"""Model-selection metrics on hand-made answers, and the candidates table."""
+"""Model-selection metrics on hand-made answers."""
 
 import math
 
 import pytest
 
-from llm.model_selection.candidates import COLUMNS, CANDIDATES_CSV, load_candidates
 from llm.model_selection.metrics import (
     answer_body,
     answer_hangul_ratio,
@@ -140,44 +139,3 @@ def test_summarise_empty_inputs_do_not_crash():
     result = summarise([], [])
     assert result["prompts"] == 0
     assert all(math.isnan(v) for k, v in result.items() if k not in ("prompts", "samples"))
-
-
-# --- candidates.csv ---
-
-LEADERBOARD = {
-    "polyglot-ko-1.3b": 29.95,
-    "koquality-polyglot-1.3b": 31.07,
-    "llama1B": 29.73,
-    "KoAlpaca-KoRWKV-1.5B": 28.74,
-    "FinguAI-Chat-v1": 28.09,
-    "TinyKo-v5-a": 25.80,
-    "gemma-2-2b-it": None,
-}
-
-
-def test_candidates_csv_columns():
-    header = CANDIDATES_CSV.read_text(encoding="utf-8").splitlines()[0].split(",")
-    assert header == COLUMNS
-
-
-def test_candidates_names_and_leaderboard_figures():
-    candidates = {c.name: c for c in load_candidates()}
-    assert set(candidates) == set(LEADERBOARD)
-    for name, avg in LEADERBOARD.items():
-        assert candidates[name].ko_leaderboard_avg == avg
-    assert len({c.folder for c in candidates.values()}) == len(candidates)
-
-
-def test_the_two_compared_models():
-    candidates = {c.name: c for c in load_candidates()}
-    polyglot, gemma = candidates["polyglot-ko-1.3b"], candidates["gemma-2-2b-it"]
-    assert (polyglot.folder, polyglot.architecture, polyglot.parameters, polyglot.license) == (
-        "polyglot_original", "gpt_neox", "1.43B", "Apache-2.0")
-    assert (gemma.folder, gemma.architecture, gemma.parameters) == ("original", "gemma2", "2.61B")
-
-
-def test_load_candidates_missing_column(tmp_path):
-    path = tmp_path / "bad.csv"
-    path.write_text("name,folder\npolyglot-ko-1.3b,polyglot_original\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="missing columns"):
-        load_candidates(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, run_in_process, run_script
+from helpers.scripts import REPO, run_in_process, run_script
 from llm.common.tags import parse_memory_tag
 from llm.memory import morphemes, retrieval
 from llm.memory.evaluate_retrieval import read_pairs

@@ -12,7 +12,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, heavy_modules_after_help, run_in_process, run_script, start_script
+from helpers.scripts import free_port, heavy_modules_after_help, run_in_process, run_script, start_script
 from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER
 from llm.common.inference import Answer
 from llm.common.markers import ANSWER_END, ANSWER_START, strip_markers
@@ -42,12 +41,6 @@ needs_browser = pytest.mark.skipif(
     not HAS_BROWSER,
     reason=f"no headless browser: needs {CHROMIUM} and {CHROMEDRIVER} (Debian: apt-get install -y chromium "
            f"chromium-driver; .ci/run installs them as root) and selenium (requirements.txt)")
-
-
-def web_args(world, *extra: str, adapter: Path | None = None) -> list[str]:
-    """The web chat's arguments for a tests/test_faults.py case (a free port: the check for one comes first)."""
-    return ["--model-dir", str(world.inputs / "empty"), "--adapter-dir", str(adapter or world.adapter),
-            "--memory-db", str(world.work / "memory.db"), "--port", str(free_port()), *extra]
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT_S):
@@ -142,10 +135,10 @@ def test_text_shown_while_streaming_has_no_tag_or_markers(raw: str, shown: str):
 
 
 def test_a_conversation_streams_then_ends_with_the_turn(tmp_path: Path):
-    from llm.chat.web import Backend, Conversation
+    from llm.chat.web import PageServices, Conversation
 
     memory = MemoryStore(tmp_path / "m.db")
-    conversation = Conversation(Backend(StubModel(), too_long=too_long, memory=memory, log=lambda text: None))
+    conversation = Conversation(PageServices(StubModel(), too_long=too_long, memory=memory, log=lambda text: None))
     events = list(conversation.stream("나 내일 면접 봐"))
     texts = [value for kind, value in events if kind == "text"]
     kind, turn = events[-1]
@@ -160,19 +153,13 @@ def test_a_conversation_streams_then_ends_with_the_turn(tmp_path: Path):
 def test_the_real_model_streams_the_answer_it_returns(trained_polyglot: dict, tmp_path: Path):
     """Streaming only watches: the same Answer as without it, and the last text streamed is that answer."""
     from llm.chat.loading import load_chat_model
-    from llm.chat.options import add_chat_options, parse_chat_args
-    from llm.common.cli import ArgumentParser
+    from llm.chat.options import ChatOptions
     from llm.chat.web import shown_so_far
     from llm.chat.chat import visible_text
     from transformers import set_seed
 
-    parser = ArgumentParser()
-    add_chat_options(parser)
-    argv = ["prog", "--model-dir", str(trained_polyglot["model_dir"]), "--adapter-dir",
-            str(trained_polyglot["adapter_dir"])]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys, "argv", argv)
-        model = load_chat_model(parse_chat_args(parser), say=None)
+    model = load_chat_model(ChatOptions(model_dir=trained_polyglot["model_dir"],
+                                        adapter_dir=trained_polyglot["adapter_dir"]), say=None)
     assert model.banner and "Tiny stand-in" in model.banner
     for message in ("안녕! 너는 누구야?", "나 내일 면접 봐"):
         set_seed(5)
@@ -208,11 +195,11 @@ def browser():
 @pytest.fixture(scope="module")
 def stub_page(tmp_path_factory: pytest.TempPathFactory):
     """The page over the stub model, served in a thread on 127.0.0.1 for the module."""
-    from llm.chat.web import Backend, build_app, launch
+    from llm.chat.web import PageServices, build_app, launch
 
     model = StubModel()
     memory = MemoryStore(tmp_path_factory.mktemp("web") / "memory.db")
-    app = build_app(Backend(model, too_long=too_long, memory=memory, log=lambda text: None))
+    app = build_app(PageServices(model, too_long=too_long, memory=memory, log=lambda text: None))
     url = launch(app, "127.0.0.1", free_port())
     try:
         yield url, model, memory

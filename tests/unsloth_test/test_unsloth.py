@@ -1,15 +1,15 @@
 """The Unsloth measurement scripts on the tiny stand-in: the rows they write, the unavailable path, compare.py."""
 
 import csv
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from conftest import run_in_process, run_script, write_csv
-from llm.unsloth_test import RESULT_FIELDS, WITH_NO_BLOCK_COMPILE, append_result, read_results
+from helpers.data import write_csv
+from helpers.scripts import run_in_process, run_script
+from llm.unsloth_test import RESULT_FIELDS, WITH_NO_BLOCK_COMPILE, append_result, read_results, unsloth_missing
 
 WITHOUT = "llm/unsloth_test/test_without_unsloth.py"
 WITH = "llm/unsloth_test/test_with_unsloth.py"
@@ -18,19 +18,7 @@ SMALL_COUNTS = ("--prompts", "3", "--train-pairs", "4", "--epochs", "1")
 FIGURES = ("inference_s", "inference_peak_mb", "finetune_s", "finetune_peak_mb")
 
 
-def _unsloth_cannot_run() -> str | None:
-    """Why Unsloth cannot run here (llm.unsloth_test.unsloth_unavailable's checks, without importing it: an
-    import would patch transformers for the rest of the session), or None."""
-    if importlib.util.find_spec("unsloth") is None:
-        return "unsloth is not installed (requirements-unsloth.txt, or scripts/unsloth_gpu_check.sh on a GPU)"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU (Unsloth's fast path runs on NVIDIA GPUs only)"
-    if torch.cuda.get_device_capability(0) < (7, 0):
-        return "the GPU is older than compute capability 7.0"
-    return None
-
-
-UNSLOTH_WHY_NOT = _unsloth_cannot_run()
+UNSLOTH_WHY_NOT = unsloth_missing()  # without importing unsloth: it would patch transformers for the session
 UNSLOTH_CAN_RUN = UNSLOTH_WHY_NOT is None
 
 
@@ -174,7 +162,7 @@ def test_compare_pairs_a_run_without_the_block_compile_and_says_so(tmp_path: Pat
 
 
 def test_the_block_compile_hint_answers_its_own_failure_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llm.unsloth_test.unsloth_backend import block_compile_hint
+    from llm.unsloth_test.unsloth_side import block_compile_hint
 
     InductorError = type("InductorError", (RuntimeError,), {})  # torch._inductor.exc's, by name
     monkeypatch.delenv("UNSLOTH_BLOCK_COMPILE", raising=False)
@@ -199,7 +187,7 @@ def test_full_size_config_has_the_real_models_parameter_count(shape: str, parame
     from transformers import AutoModelForCausalLM
 
     from llm.common.specs import SHAPES
-    from llm.unsloth_test.bench import full_size_config
+    from llm.common.models import full_size_config
 
     spec = SHAPES[shape]
     tokenizer = SimpleNamespace(bos_token_id=2, eos_token_id=1, pad_token_id=0)  # ids of a small tokenizer

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_in_process
+from helpers.scripts import run_in_process
 from llm.common.data import load_splits
 from llm.model_selection.candidates import load_candidates
 from llm.model_selection.selection import (
