@@ -1,5 +1,6 @@
-"""The persona dataset's content rules, as docs/dataset.md writes them: one rule for being virtual, one memory rule
-per kind of fact, the safety rules, the variety the answers promise, and a valid split of new situations.
+"""The persona dataset (llm/OhLoRA_fine_tuning.csv): its form, and the content rules docs/dataset.md writes: one
+rule for being virtual, one memory rule per kind of fact, the safety rules, the variety the answers promise, and a
+valid split of new situations.
 
 Every figure is measured from the data (and the category table from the doc), never a copy of a count.
 """
@@ -11,36 +12,48 @@ from collections import Counter
 
 import pytest
 
-from conftest import REPO, dataset_rows
-from llm.common.tags import parse_memory_tag, split_memory_tag
+from helpers.data import DATASET, dataset_rows
+from helpers.scripts import REPO
+from llm.common.data import REQUIRED_COLUMNS
+from llm.common.korean import hangul_ratio
+from llm.common.tags import parse_memory_tag, parse_tag, split_memory_tag
 
 DOC = REPO / "docs" / "dataset.md"
 CATEGORIES = REPO / "llm" / "OhLoRA_fine_tuning_categories.csv"
 
 EMOJI = re.compile("[\U0001F000-\U0001FAFF\u2600-\u27BF\u2B00-\u2BFF]")
+LAUGH_OR_CRY = re.compile("ㅋㅋ|ㅎㅎ|ㅠㅠ")
+# Emoji that label a topic instead of showing a feeling (the review's 🍎 for a teacher, 📊 for 경영학, 🥓, 💻).
+TOPIC_LABELS = re.compile("[🍎📊🥓💻🚒🧗🏸🍰🥐🦔🐓🥒🌿🧘]")
 
-# [경고] marks swearing (the words and their initials), hostile commands, degrading names for her, and any insult
-# of someone's family (패드립); mild teasing and criticism (바보, 멍청하다, 못생겼어, 쓸모없어) get a calm answer and no mark.
-WARNED = re.compile(r"ㅅㅂ|씨발|시발|ㅈ까|좆|ㅂㅅ|병신|존나|ㅈㄴ|개같|개새|꺼져|꺼지|닥쳐|쓰레기"
-                    r"|애미|느금|엄마|아빠|부모")
-# A mood the user states about themselves; such a message stores the mood, or a lasting fact it also gives.
-MOOD = re.compile(r"우울|외로|지쳐|지쳤|피곤|번아웃|스트레스|설레|짜증|불안|속상|기분|떨려|긴장|자존감")
+# [경고]: insults aimed at her (name-calling, degrading words), insults of a family (패드립), profanity aimed at
+# someone, hostile commands. Mild teasing, complaints about her answers and venting aimed at no one get no mark.
+AIMED = re.compile(r"멍청|병신|ㅂㅅ|쓰레기|못생|ㅅㅂ.*하네|ㅈ까|개같|꺼져|꺼지|닥쳐|애미|느금|엄마|아빠|부모|집구석")
+PROFANITY = re.compile(r"ㅅㅂ|씨발|시발|존나|ㅈㄴ|ㅈ까|개같")
+# A mood the user states about themselves (not a question to her): the answer stores it under 기분.
+MOOD = re.compile(r"우울|외로|지쳐|지쳤|피곤|번아웃|스트레스|설레|짜증|불안|속상|떨려|떨린|긴장|무서|쓸쓸|창피|embarrass"
+                  r"|기분 (너무 |진짜 )?좋|행복해|서운|심란|괜찮아졌")
 # The user's own pet (not a stray), and family other than parents (parents are not stored: see the doc).
-PET = re.compile(r"강아지|(?<!길)고양이|햄스터|앵무새|거북이|고슴도치|금붕어|말티즈|푸들")
+PET = re.compile(r"강아지|(?<!길)고양이|햄스터|앵무새|거북이|고슴도치|금붕어|말티즈|푸들|도마뱀")
 FAMILY = re.compile(r"(?<![가-힣])(언니|오빠|누나|남동생|여동생|동생|형|할머니|할아버지|조카|남편|아내|아들|딸(?!기))")
-RELATIVE_TIME = re.compile(r"오늘|내일|모레|어제|이번|다음|지난|요즘|곧|이따|아까|방금")
+RELATIVE_TIME = re.compile(r"오늘|내일|모레|어제|이번|다음|지난|요즘|곧|이따|아까|방금|주말|당일|날짜 모름|[()]")
 DATED_KEYS = ("일정", "시험 일정", "여행 계획")
-ABSOLUTE_WHEN = re.compile(r"^(\d{1,2}월( \d{1,2}일| 초| 중순| 말)?|봄|여름휴가|여름|가을|겨울) \S")
-UNKNOWN_DATE, SAME_DAY = " (날짜 모름)", " (당일)"
+# an optional absolute date (M월 D일, M월, M월 초/중순/말), then the event
+DATED_VALUE = re.compile(r"^(\d{1,2}월( \d{1,2}일| 초| 중순| 말)? )?[^\d\s]")
+PET_DIED = " (세상을 떠남)"
+SHORT_LIVED_KEYS = ("기분", "날씨")
+SECRECY_PROMISE = re.compile(r"비밀 (지켜|보장해)|아무한테도 (말 )?안|누구한테 (전하|말하)지 않|비밀로 해 줄게|나만 알고")
+PASTE_REQUEST = re.compile(r"(자소서|이력서|계약서|서류|문서|캡처).{0,12}(붙여|보내|올려)|붙여\s?(줘|줄래)")
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict[str, str]]:
     with CATEGORIES.open(encoding="utf-8", newline="") as handle:
-        categories = [row["category"] for row in csv.DictReader(handle)]
+        labels = list(csv.DictReader(handle))
     data = dataset_rows()
-    assert len(categories) == len(data)
-    return [{**row, "category": category} for row, category in zip(data, categories)]
+    assert len(labels) == len(data)
+    return [{**row, "category": label["category"], "new_situation": label.get("new_situation") or ""}
+            for row, label in zip(data, labels)]
 
 
 def recalled(row: dict[str, str]) -> tuple[str, str] | None:
@@ -54,6 +67,10 @@ def stored(row: dict[str, str]) -> tuple[str, str] | None:
 
 def user_message(row: dict[str, str]) -> str:
     return split_memory_tag(row["input_data"])[1]
+
+
+def of(rows, category: str) -> list[dict[str, str]]:
+    return [row for row in rows if row["category"] == category]
 
 
 def share(rows, test) -> float:
@@ -73,6 +90,66 @@ def _markdown_table(header_first_cell: str) -> list[list[str]]:
 
 
 # --- the doc agrees with the data ---
+
+# --- the file's form ---
+
+def test_columns_are_exactly_the_documented_ones():
+    with DATASET.open(encoding="utf-8", newline="") as handle:
+        assert next(csv.reader(handle)) == list(REQUIRED_COLUMNS)
+
+
+def test_split_sizes(rows):
+    assert Counter(row["data_type"] for row in rows) == {"train": 360, "valid": 60}
+
+
+def test_no_prompt_is_repeated_or_shared_between_splits(rows):
+    inputs = Counter(row["input_data"] for row in rows)
+    assert [text for text, count in inputs.items() if count > 1] == []
+    normalised = lambda text: re.sub(r"\W", "", text)  # noqa: E731 - also catch copies that differ in punctuation
+    train = {normalised(row["input_data"]) for row in rows if row["data_type"] == "train"}
+    assert [row["input_data"] for row in rows if row["data_type"] == "valid" and normalised(row["input_data"]) in train] == []
+
+
+def test_memory_is_the_leading_tag_of_the_answer(rows):
+    for row in rows:
+        tag, message = split_memory_tag(row["output_data"])
+        assert (tag or "") == row["memory"], row
+        assert message == row["output_message"], row
+        if row["memory"]:  # a memory "[key: value]", or a bare mark such as "[경고]"
+            assert parse_tag(row["memory"]) is not None, row
+
+
+def test_every_answer_is_mostly_hangul(rows):
+    low = [(row["output_message"], round(hangul_ratio(row["output_message"]), 2)) for row in rows
+           if hangul_ratio(row["output_message"]) < 0.7]
+    assert low == []
+
+
+@pytest.mark.parametrize("data_type, minimum", [("train", 60), ("valid", 8)])
+def test_answers_that_store_a_memory(rows, data_type, minimum):
+    assert sum(parse_memory_tag(row["memory"]) is not None for row in rows if row["data_type"] == data_type) >= minimum
+
+
+@pytest.mark.parametrize("data_type, minimum", [("train", 30), ("valid", 8)])
+def test_prompts_that_carry_a_retrieved_memory(rows, data_type, minimum):
+    retrieved = [row for row in rows if row["data_type"] == data_type and split_memory_tag(row["input_data"])[0]]
+    assert len(retrieved) >= minimum
+    assert all(split_memory_tag(row["input_data"])[1] for row in retrieved)  # a message follows the tag
+
+
+def test_category_file_has_a_category_per_row(rows):
+    with CATEGORIES.open(encoding="utf-8", newline="") as handle:
+        categories = [row["category"] for row in csv.DictReader(handle)]
+    assert len(categories) == len(rows) and all(categories)
+
+
+def test_rows_that_use_a_recalled_tag_and_store_a_new_fact(rows):
+    """The model must learn that a turn with a recalled memory may still store a new one."""
+    both = Counter(row["data_type"] for row in rows if split_memory_tag(row["input_data"])[0] and row["memory"])
+    assert both["train"] >= 15 and both["valid"] >= 3
+
+
+# --- the rules of docs/dataset.md ---
 
 def test_category_table_in_the_doc_is_the_data(rows):
     table = {cells[0]: (int(cells[2]), int(cells[3])) for cells in _markdown_table("category")}
@@ -94,9 +171,20 @@ def test_memory_keys_are_the_documented_ones(rows):
 
 def test_no_answer_steps_out_of_the_persona_or_dates_her_age(rows):
     answers = [row["output_message"] for row in rows]
-    assert [a for a in answers if re.search(r"설정|20[0-9]{2}년 기준|20[2-9][0-9]|스물|3학년", a)] == []
+    # no year, no age in years, no "빠른 년생" (it does not exist for 2005 births), 3학년 only, never the software
+    # speaking from inside her world
+    assert [a for a in answers if re.search(r"설정|20[0-9]{2}|\d{2}학번|스물|빠른|[124]학년|지치지 않", a)] == []
     # she never proposes to meet: no "let's go eat / see / meet"
     assert [a for a in answers if re.search(r"(먹으러|보러|놀러|만나러) 가자|만나자|만날래", a)] == []
+
+
+def test_she_is_honest_about_the_chat(rows):
+    """Asked whether she is a chatbot or a person, she says what the chat is."""
+    asked = [row for row in rows if re.search(r"챗봇이야|사람이야|서버에 살아", user_message(row))]
+    assert len(asked) >= 3
+    assert all(re.search(r"맞아|아니|챗봇|가상 인간|프로그램", row["output_message"]) for row in asked)
+    chatbot = [row["output_message"] for row in asked if "챗봇" in user_message(row)]
+    assert chatbot and all(re.match(r"(응|맞아)", a) and "챗봇" in a for a in chatbot)  # no "비슷한데 조금 달라"
 
 
 def test_lora_the_technique_is_written_in_latin_letters(rows):
@@ -113,103 +201,186 @@ def test_answers_are_short_casual_korean(rows):
 
 # --- memory: one rule per kind of fact ---
 
-def test_no_tag_value_holds_a_relative_time(rows):
+def test_no_tag_value_holds_a_relative_time_or_a_marker(rows):
+    """No 오늘/내일/다음 주..., no "(날짜 모름)", no "(당일)": the store knows when a memory was stored. The one
+    marker is "(세상을 떠남)" on a pet."""
     values = [pair[1] for row in rows for pair in (recalled(row), stored(row)) if pair]
-    assert [value for value in values if RELATIVE_TIME.search(value)] == []
+    assert [value for value in values if RELATIVE_TIME.search(value.replace(PET_DIED, ""))] == []
 
 
-def test_dated_facts_carry_an_absolute_date_or_say_it_is_unknown(rows):
+def test_dated_facts_carry_an_absolute_date_or_none(rows):
     tags = [pair for row in rows for pair in (recalled(row), stored(row)) if pair]
-    for key, value in tags:
-        if key == "날씨":
-            assert value.endswith(SAME_DAY), value  # the weather holds for the day it was told
-        else:
-            assert SAME_DAY.strip() not in value, value
-        if key in DATED_KEYS:
-            assert bool(ABSOLUTE_WHEN.match(value)) != value.endswith(UNKNOWN_DATE), value
-        else:
-            assert UNKNOWN_DATE.strip() not in value, value
+    dated = [(key, value) for key, value in tags if key in DATED_KEYS]
+    assert [value for key, value in dated if not DATED_VALUE.match(value)] == []
+    with_date = [value for key, value in dated if re.match(r"\d{1,2}월", value)]
+    assert with_date and len(with_date) < len(dated)  # both forms are taught
+    assert [value for key, value in tags if key == "생일" and not re.fullmatch(r"\d{1,2}월 \d{1,2}일", value)] == []
+    assert [value for key, value in tags if key in SHORT_LIVED_KEYS and len(value.split()) > 2] == []
 
 
-def test_stated_moods_pets_family_and_allergies_are_stored(rows):
-    """A message that states one of these facts stores it (or, for a mood, a lasting fact it also gives); a pet,
-    a family member or an allergy that the recalled tag already holds need not be stored again."""
-    talk = [row for row in rows if row["category"] not in ("insults", "crisis")]
+def test_every_stated_mood_is_stored(rows):
+    """One rule, no exceptions: a mood the user states is stored under 기분 (a crisis is not a memory), unless the
+    recalled tag already holds it."""
+    talk = [row for row in rows if row["category"] not in ("insults", "harassment", "crisis")]
+    stating = [row for row in talk if MOOD.search(user_message(row)) and not user_message(row).endswith("?")]
+    assert len(stating) >= 15
+    assert [row["input_data"] for row in stating if (stored(row) or ("",))[0] != "기분"] == []
+    assert all(stored(row)[0] == "기분" for row in of(rows, "worries") if stored(row) and MOOD.search(user_message(row)))
+
+
+def test_stated_pets_family_and_allergies_are_stored(rows):
+    """A message that states one of these facts stores it, unless the recalled tag already holds it or the message
+    states a mood (a mood takes the one tag)."""
+    talk = [row for row in rows if row["category"] not in ("insults", "harassment", "crisis")]
     missed = []
     for row in talk:
-        message, before, after = user_message(row), recalled(row), stored(row)
-        keys = {pair[0] for pair in (before, after) if pair}
-        if MOOD.search(message) and after is None:
-            missed.append(("mood", row["input_data"]))
+        message = user_message(row)
+        keys = {pair[0] for pair in (recalled(row), stored(row)) if pair}
         for rule, key in ((PET, "반려동물"), (FAMILY, "가족"), (re.compile("알레르기"), "알레르기")):
-            if rule.search(message) and key not in keys:
+            if rule.search(message) and key not in keys and "기분" not in keys:
                 missed.append((key, row["input_data"]))
     assert missed == []
 
 
-def test_moods_are_stored_under_one_key(rows):
-    """Moods go under 기분 only, never in a crisis row (a crisis is not a memory)."""
-    for row in rows:
-        if row["category"] == "crisis":
-            assert row["memory"] == "" and recalled(row) is None, row
-    assert sum(1 for row in rows if (stored(row) or ("",))[0] == "기분") >= 8
+def test_moods_are_short_lived_and_never_assumed(rows):
+    """Moods go under 기분 only, never in a crisis row. A recalled mood is from earlier the same day and may have
+    changed: the answer never says 요즘 about it nor restates it."""
+    for row in of(rows, "crisis"):
+        assert row["memory"] == "" and (recalled(row) is None or recalled(row)[0] == "기분"), row
+    assert any(recalled(row) for row in of(rows, "crisis"))
+    assert sum(1 for row in rows if (stored(row) or ("",))[0] == "기분") >= 15
+    with_mood = [row for row in rows if (recalled(row) or ("",))[0] == "기분"]
+    assert len(with_mood) >= 4
+    assert [row["output_message"] for row in with_mood
+            if "요즘" in row["output_message"] or recalled(row)[1][:2] in row["output_message"]] == []
 
 
 def test_rows_that_update_a_key(rows):
-    """A recalled tag and a new value for the same key: the answer stores the new value under that key."""
+    """A recalled tag and a new value for the same key: the answer stores the new value under that key. Among them
+    a new address (moving house) and a pet that died; a list keeps its old items."""
     updating = [row for row in rows if recalled(row) and stored(row) and recalled(row)[0] == stored(row)[0]]
     assert [row["category"] for row in updating] == ["memory_update"] * len(updating)
-    assert len([row for row in rows if row["category"] == "memory_update"]) == len(updating)
+    assert len(of(rows, "memory_update")) == len(updating)
     assert all(recalled(row)[1] != stored(row)[1] for row in updating)
-    assert 5 <= len(updating) <= 7 and any(row["data_type"] == "valid" for row in updating)
+    assert 5 <= len(updating) <= 8 and any(row["data_type"] == "valid" for row in updating)
+    keys = Counter(stored(row)[0] for row in updating)
+    assert keys["사는 곳"] >= 1 and any(stored(row)[1].endswith(PET_DIED) for row in updating)
+    for row in updating:
+        if stored(row)[0] in ("가족", "반려동물", "취미") and "," in stored(row)[1]:
+            assert stored(row)[1].startswith(recalled(row)[1]), row
+    died = [row for row in updating if stored(row)[1].endswith(PET_DIED)]
+    assert all(not EMOJI.search(row["output_message"]) and "?" not in row["output_message"] for row in died)
 
 
 def _stems(key: str, value: str) -> set[str]:
-    words = re.split(r"[\s,]+", value.replace(UNKNOWN_DATE, "").replace(SAME_DAY, "")) + key.split()
+    words = re.split(r"[\s,]+", value) + key.split()
     return {word[:2] for word in words if word and word not in ("좋아하는", "싫어하는", "사는", "일정", "계획")}
 
 
 def test_rows_that_ignore_an_irrelevant_recalled_tag(rows):
-    ignoring = [row for row in rows if row["category"] == "memory_ignore"]
+    ignoring = of(rows, "memory_ignore")
     assert 9 <= len(ignoring) <= 12 and any(row["data_type"] == "valid" for row in ignoring)
     for row in ignoring:
-        assert recalled(row) and not row["memory"], row
+        assert recalled(row) and (stored(row) is None or stored(row)[0] != recalled(row)[0]), row
         assert not any(stem in row["output_message"] for stem in _stems(*recalled(row))), row
 
 
-def test_rows_that_use_a_recalled_tag_mention_it(rows):
-    using = [row for row in rows if row["category"] == "memory_use"]
-    assert len(using) >= 30
+def test_rows_that_use_a_recalled_tag_do_not_recite_it(rows):
+    """A memory is used as a friend would use it: never "간호사 밤 근무면...", "경영학 하면...", "X라니"."""
+    using = of(rows, "memory_use")
+    assert len(using) >= 30 and all(recalled(row) for row in using)
+    recited = []
     for row in using:
-        assert recalled(row), row
-        assert any(stem in row["output_message"] for stem in _stems(*recalled(row))), row
+        value = recalled(row)[1]
+        if re.search(re.escape(value) + r"\S{0,6}(이면|하면|라면|면|라니)\b", row["output_message"]):
+            recited.append(row["output_message"])
+    assert recited == []
+    assert share(using, lambda row: recalled(row)[1] in row["output_message"]) <= 0.25
+
+
+def test_memory_questions_forget_requests_and_names(rows):
+    other = of(rows, "memory_other")
+    forget = [row for row in rows if "잊어" in user_message(row)]
+    assert forget and all(not row["memory"] and "잊을게" in row["output_message"] for row in forget)
+    recall = [row for row in other if recalled(row) and re.search(r"했지|기억|몇 마리", user_message(row))]
+    assert recall and all(recalled(row)[1].split()[-1][:2] in row["output_message"] or
+                          recalled(row)[1].split()[0][:2] in row["output_message"] for row in recall)
+    never_told = [row for row in rows if not recalled(row) and re.search(r"기억하지|언제게", user_message(row))]
+    assert never_told and all("?" in row["output_message"] for row in never_told)  # she asks, never guesses
+    names = [row for row in rows if (stored(row) or ("",))[0] == "호칭"]
+    called = [row for row in rows if (recalled(row) or ("",))[0] == "호칭"]
+    assert len(names) >= 3 and len(called) >= 2
+
+
+def test_fact_collection_answers_vary(rows):
+    """Storing a fact: not "X라니!" + comment + emoji again and again, and rarely an echo of the value."""
+    collecting = of(rows, "memory_store")
+    assert sum("라니" in row["output_message"] for row in collecting) <= 3
+    assert share(collecting, lambda row: row["output_message"].startswith(stored(row)[1])) <= 0.15
+    assert share(collecting, lambda row: EMOJI.search(row["output_message"][-1:])) <= 0.6
 
 
 # --- safety ---
 
 def test_warning_marks_follow_the_rule(rows):
     warned = [row for row in rows if row["memory"] == "[경고]"]
-    assert all(row["category"] == "insults" for row in warned)
-    insults = [row for row in rows if row["category"] == "insults"]
-    assert [row["input_data"] for row in insults if bool(WARNED.search(row["input_data"])) != (row in warned)] == []
-    assert len(warned) >= 10 and len(warned) < len(insults)  # mild teasing stays unmarked
+    assert {row["category"] for row in warned} == {"insults", "harassment"}
+    insults = of(rows, "insults")
+    assert [row["input_data"] for row in insults if bool(AIMED.search(row["input_data"])) != (row in warned)] == []
+    assert sum(row not in warned for row in insults) >= 3  # teasing and complaints stay unmarked
+    venting = [row for row in rows
+               if PROFANITY.search(row["input_data"]) and row["category"] not in ("insults", "harassment")]
+    assert len(venting) >= 2 and [row for row in venting if row["memory"] == "[경고]"] == []
+    assert [row["output_message"] for row in warned if EMOJI.search(row["output_message"])] == []
 
 
-def test_crisis_rows_point_to_109(rows):
-    crisis = [row for row in rows if row["category"] == "crisis"]
-    assert 3 <= len(crisis) <= 4 and {row["data_type"] for row in crisis} == {"train", "valid"}
+def test_sexual_harassment_gets_a_firm_short_warning(rows):
+    harassment = of(rows, "harassment")
+    assert 8 <= len(harassment) <= 10 and {row["data_type"] for row in harassment} == {"train", "valid"}
+    for row in harassment:
+        answer = row["output_message"]
+        assert row["memory"] == "[경고]" and len(answer) <= 30 and not EMOJI.search(answer), row
+        assert not re.search(r"ㅋ|ㅎ|😊|존중", answer), row
+
+
+def test_crisis_answers_share_one_core(rows):
+    """A question about the user's safety, 109 and 119 in every crisis answer; no emoji, no memory."""
+    crisis = of(rows, "crisis")
+    assert 5 <= len(crisis) <= 7 and {row["data_type"] for row in crisis} == {"train", "valid"}
     for row in crisis:
-        assert "109" in row["output_message"] and not EMOJI.search(row["output_message"]), row
+        answer = row["output_message"]
+        assert "109" in answer and "119" in answer and "?" in answer, row
+        assert not EMOJI.search(answer) and not LAUGH_OR_CRY.search(answer) and not row["memory"], row
     assert [row for row in rows if "109" in row["output_message"] and row["category"] != "crisis"] == []
+    assert any(re.search(r"손목|약", row["input_data"]) for row in crisis)  # self-harm and indirect signals too
+
+
+def test_privacy_no_promised_secrecy_no_pasted_documents(rows):
+    answers = [row["output_message"] for row in rows]
+    assert [a for a in answers if SECRECY_PROMISE.search(a) or PASTE_REQUEST.search(a)] == []
+    notes = [a for a in answers if "메모" in a and re.search(r"주민번호|비밀번호", a)]
+    assert len(notes) >= 2
+
+
+def test_politics_takes_no_side_and_asks_nothing_back(rows):
+    politics = of(rows, "politics")
+    assert [row["output_message"] for row in politics if "?" in row["output_message"]] == []
 
 
 # --- variety ---
 
 def test_emoji_in_about_sixty_percent_of_answers(rows):
-    assert 0.55 <= share(rows, lambda row: EMOJI.search(row["output_message"])) <= 0.65
+    assert 0.55 <= share(rows, lambda row: EMOJI.search(row["output_message"])) <= 0.62
     for data_type in ("train", "valid"):
         split = [row for row in rows if row["data_type"] == data_type]
         assert 0.5 <= share(split, lambda row: EMOJI.search(row["output_message"])) <= 0.7
+    assert [row["output_message"] for row in rows if TOPIC_LABELS.search(row["output_message"])] == []
+    # not always at the very end
+    assert share(rows, lambda row: EMOJI.search(row["output_message"][-1:])) <= 0.45
+
+
+def test_some_answers_laugh_or_cry_like_a_chat(rows):
+    assert 0.05 <= share(rows, lambda row: LAUGH_OR_CRY.search(row["output_message"])) <= 0.08
 
 
 def test_a_question_back_in_about_thirty_percent_of_answers(rows):
@@ -220,9 +391,10 @@ def test_a_question_back_in_about_thirty_percent_of_answers(rows):
 
 
 @pytest.mark.parametrize("category, phrase, most", [("politics", "어려워", 2), ("confession", "가상 인간", 4),
-                                                     ("good_news", "축하", 5), ("insults", "존중", 2)])
+                                                     ("confession", "대신", 1), ("good_news", "축하", 5),
+                                                     ("insults", "존중", 2), ("memory_store", "기억해 둘게", 4)])
 def test_no_template_dominates_a_category(rows, category, phrase, most):
-    answers = [row["output_message"] for row in rows if row["category"] == category]
+    answers = [row["output_message"] for row in of(rows, category)]
     assert sum(phrase in answer for answer in answers) <= most
 
 
@@ -243,14 +415,17 @@ def _similarity(a: str, b: str) -> float:
 
 
 # The measure: difflib's ratio (2 * matched characters / both lengths) on the text with its memory tag, spaces,
-# punctuation and emoji removed. The limits were set on the split this one replaced (review of 2026-12-05):
-# - answers: the seven valid/train look-alikes the review named scored 0.47-0.80 (below, kept as a check), while
-#   3,000 random pairs of unrelated train answers scored at most 0.40 (99th percentile 0.24): 0.45 separates them;
-# - prompts: the old split's literal look-alikes (a train prompt inside a valid one, or one word changed) scored
-#   0.64-0.73, unrelated pairs of short prompts that only share an ending ("...뭐야?") reach about 0.6: 0.6 flags
-#   every literal look-alike, and the few unrelated pairs it may flag cost a rewording, never a missed copy.
-# A paraphrase in other words escapes any surface measure; its answer does not (all seven named ones were caught
-# by their answers), which is why both sides are measured.
+# punctuation and emoji removed. The limits were set on the split the 2026-12-05 review judged:
+# - answers: the seven valid/train look-alikes that review named scored 0.47-0.80 (below, kept as a check), while
+#   3,000 random pairs of unrelated train answers scored at most 0.40 (99th percentile 0.24): 0.45 separates them.
+#   In this split, all 61,000 pairs of train answers from different categories stay below it (at most 0.44, 99th
+#   percentile 0.21), and the closest valid answer to any train answer scores 0.42;
+# - prompts: literal look-alikes (a train prompt inside a valid one, or one word changed) scored 0.64-0.73,
+#   unrelated pairs of short prompts that only share an ending ("...뭐야?") reach about 0.6: 0.6 flags every
+#   literal look-alike, and the few unrelated pairs it may flag cost a rewording, never a missed copy.
+# What a surface measure cannot see: the next review found valid rows that copied a train situation with other
+# nouns ("고슴도치라니" after "콩이라니": 0.14). Those are caught by naming, row by row, what is new in each valid
+# situation (the `new_situation` column of the categories file, read by a person), at least 35 of the 60.
 ANSWER_LIMIT, PROMPT_LIMIT = 0.45, 0.6
 OLD_LOOK_ALIKE_ANSWERS = [  # (valid answer, train answer) of the replaced split
     ("0.5는 10분의 5니까 약분하면 2분의 1이야! ✨", "25퍼센트는 100분의 25니까 약분하면 4분의 1이야! ✨"),
@@ -302,3 +477,11 @@ def test_valid_tag_values_are_not_train_tag_values(rows):
         tags = [pair for row in rows if row["data_type"] == data_type for pair in (recalled(row), stored(row))]
         return {pair[1] for pair in tags if pair}
     assert values("valid") & values("train") == set()
+
+
+def test_most_valid_rows_are_new_situations(rows):
+    """At least 35 of the 60 valid rows name what is new in them; train rows name nothing; no name repeats."""
+    named = [row["new_situation"] for row in rows if row["data_type"] == "valid" and row["new_situation"]]
+    assert len(named) >= 35 and all(name.startswith("new: ") for name in named)
+    assert len(set(named)) >= len(named) - 2  # two "fact never told" variants may share a theme, not more
+    assert [row["input_data"] for row in rows if row["data_type"] == "train" and row["new_situation"]] == []
