@@ -1,1 +1,1 @@
-"""Chat memory: tags stored in SQLite and the relevance score that retrieves them."""
+"""The chat's memory: the SQLite store, its expiry, and the scorers that recall a memory (research/: the rest)."""

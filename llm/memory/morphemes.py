@@ -11,6 +11,7 @@ with the direction every word shares removed) and make the scorer's arithmetic a
 """
 
 import functools
+import itertools
 import math
 import threading
 import time
@@ -28,7 +29,6 @@ NOUN_WEIGHT = 2.0  # nouns carry a topic more than verbs and adverbs do
 
 CONTENT_TAGS = frozenset({"NNG", "NNP", "VV", "VA", "XR", "SL", "SH", "MAG", "NR", "SN"})
 NOUN_TAGS = frozenset({"NNG", "NNP", "XR", "SL", "SH", "NR", "SN"})
-_SPECIAL_IDS = 10  # ids up to this are placeholders (unknown words of a part of speech): no vector
 
 
 @dataclass(frozen=True)
@@ -73,6 +73,9 @@ class MorphemeSpace:
         self.kiwi = Kiwi(model_type="cong")
         self.kiwi.tokenize("")  # Kiwi initialises lazily: do it now, not on the first message
         self._similarity = self.kiwi.morpheme_similarity
+        # Kiwi's first ids are placeholders, one per part of speech, with no form: every unknown Latin word
+        # ("ok", "INFP") is the SL placeholder, so their vectors would all be one and the same.
+        self.first_word_id = next(i for i in itertools.count() if self.kiwi.morpheme(i).form)
         self._vector_cache = functools.lru_cache(maxsize=200_000)(self._vector)
         frequent = self._frequent_morphemes(max(ANCHORS, BACKGROUND, VOCABULARY))
         self.anchors = frequent[:ANCHORS]
@@ -89,7 +92,7 @@ class MorphemeSpace:
 
     def _frequent_morphemes(self, count: int) -> list[int]:
         """Ids of the most frequent nouns, verbs, adjectives and adverbs that have a vector."""
-        found, morpheme_id = [], _SPECIAL_IDS + 1
+        found, morpheme_id = [], self.first_word_id
         while len(found) < count:
             tag = self.kiwi.morpheme(morpheme_id).tag.split("-")[0]
             if tag in ("NNG", "NNP", "VV", "VA", "MAG", "XR") and self.has_vector(morpheme_id):
@@ -98,7 +101,7 @@ class MorphemeSpace:
         return found
 
     def has_vector(self, morpheme_id: int) -> bool:
-        return morpheme_id > _SPECIAL_IDS and not math.isnan(self._similarity(morpheme_id, morpheme_id))
+        return morpheme_id >= self.first_word_id and not math.isnan(self._similarity(morpheme_id, morpheme_id))
 
     def _vector(self, morpheme_id: int) -> np.ndarray:
         similarities = np.array([self._similarity(morpheme_id, a) for a in self.anchors])

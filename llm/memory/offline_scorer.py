@@ -1,17 +1,16 @@
-"""How relevant a stored memory tag is to a user message: a [0, 1] score for Korean, from word meaning.
+"""The offline scorer: relevance of a memory to a message from Korean word meaning, with nothing to download.
 
 A message about the weather rarely repeats "날씨" ("우산 챙겨야 할까?"), and a fine-tuned model invents keys no
 list foresees ("[응원하는 팀: 두산]"). So the scorer reads words, not lists: Kiwi (kiwipiepy, its model inside
 the package) splits key, value and message into lemmas, and its CoNg model's morpheme embeddings
-(llm/memory/morphemes.py) say how close their meanings are. For the key, the value and both together it
-measures: the cosine of the frequency-weighted text vectors, how well each side's words find a close word on
-the other side (both directions), the most unusual single-word similarity (a z-score against frequent words)
-and the lemmas shared outright; then whether the value is written in the message, and the message's length.
-A multinomial logistic model over these 17 numbers, fitted by train_retrieval.py and stored in
-retrieval_model.json, gives the expected grade (0, 0.5, 1). Nothing in it names a key: a key never seen in
-training is scored through the meaning of its words. It is fitted on relevance_pairs.csv and the dev pairs;
-held out by memory tag (train_retrieval.py --cv 5) it reaches only correlation 0.32 / top-1 0.51 on the dev set,
-whose messages name their topic indirectly (발톱 for a cat): Kiwi's word vectors carry little of that knowledge.
+(morphemes.py) say how close their meanings are. For the key, the value and both together it measures: the
+cosine of the frequency-weighted text vectors, how well each side's words find a close word on the other side
+(both directions), the most unusual single-word similarity (a z-score against frequent words) and the lemmas
+shared outright; then whether the value is written in the message, and the message's length. A logistic model
+over these 17 numbers (offline_model.json, fitted by train_retrieval.py) gives the probability that the memory
+is relevant. Nothing in it names a key: a key never seen in training is scored through the meaning of its words.
+A memory with no evidence at all (no word with a vector on either side, no shared lemma, value not written)
+scores 0: the model never guesses from nothing.
 """
 
 import functools
@@ -21,38 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from llm.common.tags import parse_memory_tag
 from llm.memory.morphemes import Analysis, space
+from llm.memory.relevance import Scorer, ScorerError, message_text
 
-MODEL_JSON = Path(__file__).with_name("retrieval_model.json")
+MODEL_JSON = Path(__file__).with_name("offline_model.json")
 FEATURES = tuple(f"{part}_{measure}" for part in ("key", "value", "memory")
                  for measure in ("sentence", "recall", "precision", "z", "lemma")) + ("value_written", "message_words")
-
-
-def read_model(path: Path = MODEL_JSON) -> dict:
-    """The fitted parameters written by train_retrieval.py (JSON, never pickle)."""
-    with open(path, encoding="utf-8") as f:
-        model = json.load(f)
-    if tuple(model["features"]) != FEATURES:
-        raise ValueError(f"{path}: fitted for other features; run llm/memory/train_retrieval.py again")
-    return model
-
-
-def use_model(path: Path = MODEL_JSON) -> None:
-    """Score with the model in this file from now on (the evaluation can try a refit before it is committed)."""
-    global _MODEL, RELEVANCE_THRESHOLD
-    _MODEL = read_model(path)
-    RELEVANCE_THRESHOLD = float(_MODEL["threshold"])
-
-
-try:
-    _MODEL: dict | None = read_model()
-    _MODEL_ERROR: Exception | None = None
-except (OSError, ValueError, KeyError) as error:  # train_retrieval.py can still import this module to refit
-    _MODEL, _MODEL_ERROR = None, error
-# A stored memory is prepended to the prompt only when its score reaches this (chosen by train_retrieval.py:
-# the best top-1 accuracy on its retrieval cases).
-RELEVANCE_THRESHOLD: float = float(_MODEL["threshold"]) if _MODEL else 0.5
+NO_VECTOR_Z = -3.0  # the z feature of a part with no word vector, or of a message with none
 
 
 @functools.lru_cache(maxsize=4096)
@@ -93,14 +67,14 @@ class _Parts:
         n = len(self.empty)
         if message.sentence is None or not len(self.centred):
             return {"recall_sum": np.zeros(n), "column_max": np.full((n, len(message.centred)), -1.0),
-                    "z": np.full(n, -3.0)}
+                    "z": np.full(n, NO_VECTOR_Z)}
         close = self.centred @ message.centred.T  # rows: the parts' words, columns: the message's words
         raw = self.vectors @ message.vectors.T
         z = np.minimum((raw - self.mean[:, None]) / self.std[:, None],
                        (raw - message.background_mean[None, :]) / message.background_std[None, :])
         return {"recall_sum": np.bincount(self.segment, self.weights * close.max(axis=1), minlength=n),
                 "column_max": _segment_max(close, self.starts, self.empty, -1.0),
-                "z": _segment_max(z.max(axis=1), self.starts, self.empty, -3.0)}
+                "z": _segment_max(z.max(axis=1), self.starts, self.empty, NO_VECTOR_Z)}
 
 
 class MemoryBank:
@@ -145,7 +119,7 @@ class MemoryBank:
                 else np.zeros(len(self))
             lemma = np.divide(lemma_hits, lemma_weights, out=np.zeros(len(self)), where=lemma_weights > 0)
             columns += [np.where(has, sentence, 0.0), np.where(has, recall, 0.0), np.where(has, precision, 0.0),
-                        np.where(has, z, -3.0), lemma]
+                        np.where(has, z, NO_VECTOR_Z), lemma]
         compact = _compact(message)
         columns.append(np.array([float(any(_compact(word) in compact for word in value.split()))
                                  for value in self.values]))
@@ -188,49 +162,63 @@ def memory_bank(pairs: tuple[tuple[str, str], ...]) -> MemoryBank:
     return MemoryBank(list(pairs))
 
 
-def features(key: str, value: str, message: str, analysed: Analysis | None = None) -> list[float]:
-    """The numbers the model sees for one memory and one message, in the order of FEATURES."""
-    analysed = space().analyse(message) if analysed is None else analysed
-    return memory_bank(((key, value),)).features(message, analysed)[0].tolist()
+_kiwi_lock = threading.Lock()  # Kiwi and the caches are shared by every caller in the process (the web chat's threads)
 
 
-def predict(rows: np.ndarray, model: dict | None = None) -> np.ndarray:
-    """Expected relevance per feature row: softmax over the grades, weighted by the grades."""
-    model = _MODEL if model is None else model
-    if model is None:
-        raise RuntimeError(f"no fitted relevance model: {_MODEL_ERROR}")
+def feature_rows(memories: list[tuple[str, str]], message: str) -> np.ndarray:
+    """One row of FEATURES per (key, value) memory, for one message (read as the chat reads it)."""
+    message = message_text(message)
+    with _kiwi_lock:
+        return memory_bank(tuple(memories)).features(message, space().analyse(message))
+
+
+def predict(rows: np.ndarray, model: dict) -> np.ndarray:
+    """Probability of relevance per feature row (logistic regression on standardised features)."""
     scaled = (np.atleast_2d(rows) - np.array(model["mean"])) / np.array(model["scale"])
-    logits = scaled @ np.array(model["coef"]).T + np.array(model["intercept"])
-    logits -= logits.max(axis=1, keepdims=True)
-    probabilities = np.exp(logits)
-    probabilities /= probabilities.sum(axis=1, keepdims=True)
-    return np.clip(probabilities @ np.array(model["grades"]), 0.0, 1.0)
+    return 1.0 / (1.0 + np.exp(-(scaled @ np.array(model["coef"]) + float(model["intercept"]))))
 
 
-_lock = threading.Lock()  # Kiwi and the caches are shared by every caller of the process
+def relevance_of_rows(rows: np.ndarray, model: dict) -> np.ndarray:
+    """The model's probability per row; 0 for a row with nothing to go on (no vector on either side, no shared
+    lemma, the value not written), where a fitted intercept would otherwise be a guess from nothing."""
+    column = {name: index for index, name in enumerate(FEATURES)}
+    nothing = ((rows[:, column["memory_z"]] == NO_VECTOR_Z) & (rows[:, column["memory_lemma"]] == 0)
+               & (rows[:, column["value_written"]] == 0))
+    return np.where(nothing, 0.0, predict(rows, model))
 
 
-def _scores(parsed: list[tuple[str, str] | None], message: str) -> list[float]:
-    if not message.strip() or all(p is None for p in parsed):
-        return [0.0] * len(parsed)
-    with _lock:
-        analysed = space().analyse(message)
-        if not analysed.morphemes:  # only particles, punctuation or emoji: nothing to match
-            return [0.0] * len(parsed)
-        rows = memory_bank(tuple(p for p in parsed if p is not None)).features(message, analysed)
-    scores = iter(predict(rows).tolist())
-    return [next(scores) if p is not None else 0.0 for p in parsed]
+def read_model(path: Path = MODEL_JSON) -> dict:
+    """The fitted parameters written by train_retrieval.py (JSON, never pickle); ScorerError if unusable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            model = json.load(f)
+        if tuple(model["features"]) != FEATURES or len(model["coef"]) != len(FEATURES):
+            raise ValueError("fitted for other features")
+        float(model["intercept"]), float(model["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ScorerError(f"{path}: not an offline model written by train_retrieval.py "
+                          f"({getattr(error, 'strerror', None) or error}); run llm/memory/train_retrieval.py") from None
+    return model
 
 
-def relevance(tag: str, message: str) -> float:
-    """Relevance in [0, 1] of a memory tag like "[내일 일정: 면접]" to a user message; 0 for a malformed tag."""
-    return _scores([parse_memory_tag(tag)], message)[0]
+class OfflineScorer(Scorer):
+    """Kiwi features and the logistic model of one model file."""
+
+    name = "offline"
+
+    def __init__(self, model: dict) -> None:
+        super().__init__(float(model["threshold"]), str(model.get("fitted_on", "unknown data")))
+        self.model = model
+
+    @staticmethod
+    def load(path: Path = MODEL_JSON) -> "OfflineScorer":
+        """The scorer of a model file, read once per process (Kiwi itself loads at the first message)."""
+        return _load(Path(path).resolve())
+
+    def score_memories(self, memories: list[tuple[str, str]], message: str) -> list[float]:
+        return relevance_of_rows(feature_rows(memories, message), self.model).tolist()
 
 
-def most_relevant(tags: list[str], message: str) -> tuple[str, float] | None:
-    """The best tag for the message and its score if it reaches the threshold; ties go to the earlier tag."""
-    scores = _scores([parse_memory_tag(tag) for tag in tags], message)
-    best = max(zip(tags, scores), key=lambda pair: pair[1], default=None)
-    if best is None or best[1] < RELEVANCE_THRESHOLD:
-        return None
-    return best
+@functools.cache
+def _load(path: Path) -> OfflineScorer:
+    return OfflineScorer(read_model(path))

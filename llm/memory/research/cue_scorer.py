@@ -1,19 +1,20 @@
 """The OLD memory-relevance scorer (hand-written cue lists per key), kept only as the evaluation's baseline.
 
-The chat uses llm/memory/retrieval.py (Kiwi morphemes and meaning vectors, a fitted model); this module is
-retrieval.py as it was before that, unchanged apart from this docstring, so that evaluate_retrieval.py can
-report both side by side. Its method: each of the 16 keys of the dataset has a hand-written list of cue stems
-(날씨: 우산, 더워, 미세먼지, ...); the cues found in the message give a distribution over keys, compared with
-the memory's key by the labelling rule (same key 1, keys sharing a word 0.5, else 0). The memory's value and
-the words of keys outside the lists are matched by character bigram containment. On cases written after the
-lists were frozen it scored MAE 0.096 / correlation 0.824 (top-1 0.917), but on an outside blind set only
-correlation 0.36 (MAE 0.21): keys and words outside the lists get almost nothing. Standard library only.
+The chat uses llm/memory/offline_scorer.py or encoder_scorer.py; this module is the chat's scorer as it was
+before them, unchanged apart from this docstring and the Scorer wrapper at the end, so that
+evaluate_retrieval.py can report it beside them (its figures: docs/chat.md). Its keys are the dataset's old ones
+(내일 일정, 오늘 날씨). Its method: each of the 16 keys has a hand-written list of cue stems (날씨: 우산, 더워,
+미세먼지, ...); the cues found in the message give a distribution over keys, compared with the memory's key by the
+labelling rule (same key 1, keys sharing a word 0.5, else 0). The memory's value and the words of keys outside
+the lists are matched by character bigram containment. Its patterns are literal cues joined by optional spaces
+behind a fixed look-behind: linear in the message.
 """
 
 import re
 import unicodedata
 
 from llm.common.tags import parse_memory_tag
+from llm.memory.relevance import Scorer
 
 # A stored memory is prepended to the prompt only when its score reaches this (0.5 = "keys share a word").
 RELEVANCE_THRESHOLD = 0.65
@@ -173,3 +174,16 @@ def most_relevant(tags: list[str], message: str) -> tuple[str, float] | None:
     if best is None or best[1] < RELEVANCE_THRESHOLD:
         return None
     return best
+
+
+class CueScorer(Scorer):
+    """The cue lists as a Scorer, for the side-by-side reports."""
+
+    name = "lists"
+
+    def __init__(self) -> None:
+        super().__init__(RELEVANCE_THRESHOLD, "cue lists written by hand while relevance_pairs.csv rows 0:640 and "
+                                              "retrieval_eval.csv rows 0:216 were written (frozen)")
+
+    def score_memories(self, memories: list[tuple[str, str]], message: str) -> list[float]:
+        return [relevance(f"[{key}: {value}]", message) for key, value in memories]

@@ -1,0 +1,60 @@
+"""Fit a memory scorer: the offline one (offline_model.json) or, with --encoder, a fine-tuned sentence encoder.
+
+    python llm/memory/train_retrieval.py                     # the offline scorer on every non-blind row
+    python llm/memory/train_retrieval.py --cv 5              # its grouped 5-fold check by memory tag (writes nothing)
+    python llm/memory/train_retrieval.py --encoder llm/models/klue-roberta-base    # -> llm/models/retrieval_encoder/
+
+Both fit on the in-repo and development pairs and choose their threshold on the in-repo and development cases
+(the best top-1 accuracy that keeps none recall >= 0.9 in each case file); the blind set is refused.
+"""
+
+from pathlib import Path
+
+from llm.common.cli import SEED, ArgumentParser, UserError, float_range, int_range, positive_float, positive_int
+from llm.memory.relevance import ENCODER_DIR
+from llm.memory.research.data import BLIND_CASES_CSV, FIT_CASES, FIT_PAIRS, row_slice
+
+
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=Path, nargs="+", default=list(FIT_PAIRS), metavar="FILE",
+                        help="labelled pairs to fit on (default: the in-repo and development pairs)")
+    parser.add_argument("--eval", type=Path, nargs="+", default=list(FIT_CASES), metavar="FILE",
+                        help="cases to choose the threshold on (default: the in-repo and development cases)")
+    parser.add_argument("--out", type=Path, metavar="PATH",
+                        help="where to save (default: llm/memory/offline_model.json; with --encoder, "
+                             f"{ENCODER_DIR.relative_to(ENCODER_DIR.parents[2])}/, the folder the chats use)")
+    offline = parser.add_argument_group("the offline scorer")
+    offline.add_argument("--rows", type=row_slice, default=slice(None), metavar="START:END",
+                         help="fit on these pair rows only (over the files in order) and report the others")
+    offline.add_argument("--c", type=positive_float, default=0.3, help="inverse L2 strength (default: %(default)s)")
+    offline.add_argument("--cv", type=int_range(2, 50), default=0, metavar="K",
+                         help="only report a grouped K-fold check by memory tag; write nothing")
+    encoder = parser.add_argument_group("the encoder scorer")
+    encoder.add_argument("--encoder", type=Path, metavar="DIR",
+                         help="fine-tune this local encoder folder (Hugging Face layout, e.g. klue/roberta-base) "
+                              "instead of fitting the offline scorer")
+    encoder.add_argument("--epochs", type=positive_int, default=4, help="default: %(default)s")
+    encoder.add_argument("--batch-size", type=positive_int, default=16, help="default: %(default)s")
+    encoder.add_argument("--learning-rate", type=float_range(0.0, 1.0), default=2e-5, help="default: %(default)s")
+    encoder.add_argument("--seed", type=SEED, default=42, help="default: %(default)s")
+    return parser
+
+
+def _refuse_blind(paths: list[Path]) -> None:
+    blind = BLIND_CASES_CSV.parent.resolve()
+    for path in paths:
+        if path.resolve().is_relative_to(blind):
+            raise UserError(f"{path}: the blind set only reports; nothing is fitted or chosen on it")
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    _refuse_blind(args.pairs + args.eval)
+    if args.encoder is not None:
+        from llm.memory.research.train_encoder import EncoderOptions, train
+        return train(EncoderOptions(args.encoder, args.pairs, args.eval, args.out or ENCODER_DIR, args.epochs,
+                                    args.batch_size, args.learning_rate, args.seed))
+    from llm.memory.offline_scorer import MODEL_JSON
+    from llm.memory.research.train_offline import OfflineOptions, train
+    return train(OfflineOptions(args.pairs, args.eval, args.rows, args.c, args.cv, args.out or MODEL_JSON))
