@@ -15,9 +15,9 @@ try:
 except ModuleNotFoundError as missing:  # started outside the virtualenv of the README's set-up
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
 from llm.common.cli import ArgumentParser, run_main
-from llm.common.folders import read_adapter
+from llm.common.folders import MERGED_MODEL, read_adapter
 from llm.common.options import add_options, from_args, option
-from llm.common.outputs import OutputError, check_replaceable
+from llm.common.outputs import OutputError, check_not_busy, check_replaceable
 from llm.common.specs import SPECS, repo_relative
 
 _DEFAULTS = ", ".join(f"{name}: {repo_relative(spec.merged_dir)}" for name, spec in sorted(SPECS.items()))
@@ -42,13 +42,13 @@ def parse_options(argv: list[str] | None = None) -> ExportOptions:
 
 def _check_output(output_dir: Path, model_dir: Path, adapter_dir: Path) -> Path:
     """The output folder resolved, once it is known that saving there destroys nothing (before any work)."""
-    output = check_replaceable(output_dir, "--output-dir")
+    output = Path(output_dir).expanduser().resolve()
     for folder, what in ((adapter_dir, "the adapter"), (model_dir, "the base model")):
         folder = Path(folder).expanduser().resolve()
         if output == folder or output in folder.parents:
             raise OutputError(f"--output-dir {output}: {'is' if output == folder else 'holds'} {what} folder "
                               f"({folder}), which the export reads; choose another folder")
-    return output
+    return check_replaceable(output, "--output-dir", MERGED_MODEL)
 
 
 def main() -> int:
@@ -59,12 +59,16 @@ def main() -> int:
     # torch and transformers load only now, so that --help and bad options answer at once.
     from llm.common.merged import merge_into_folder
 
+    check_not_busy(output, "--output-dir")
     info = merge_into_folder(spec, options.base_dir, options.adapter, output,
                              trust_pickled=options.trust_pickled_weights)
     files = sorted(path for path in output.iterdir() if path.is_file())
     size = sum(path.stat().st_size for path in files) / 2**20
     print(f"merged {info['adapter']} into {info['base']} ({info['dtype']}): {output}")
     print(f"  {len(files)} files, {size:.1f} MiB: {', '.join(path.name for path in files)}")
+    if info["adapter_trained_over"] != "none":
+        print(f"  the adapter trained over the base's weights held in {info['adapter_trained_over']} (QLoRA); it is "
+              f"merged into the base's own {info['dtype']} weights, as the chats use it")
     print(f"  chat with it: python llm/run_chat.py{'' if spec.name == 'polyglot' else ' --model ' + spec.name} "
           f"--merged {repo_relative(output)}")
     if info["tiny_stand_in"]:

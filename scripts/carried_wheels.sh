@@ -1,10 +1,10 @@
-# Sourced by scripts/gpu_check.sh and scripts/unsloth_gpu_check.sh, on the lent GPU machine: install the wheels
-# that this call carries (the folders scripts/fetch_gpu_wheels.sh fills) into $SITE.
-# The wheels are collected in $CARRIED first, which outlives a call while the machine stays warm (30 s), so a
-# wheel cut in two (over one call's 64 MiB) is joined once its second half has come in a later call.
+# Sourced by scripts/gpu_check.sh and scripts/unsloth_gpu_check.sh, on a GPU machine without a package index:
+# install the wheels this copy of the checkout carries (the .whl* folders scripts/fetch_gpu_wheels.sh fills)
+# into $SITE. They are collected in $CARRIED first, which outlives a run, so a wheel cut in two is joined once
+# its second half has come with a later copy.
 # Needs PYTHON, SITE, CARRIED; install_tags (an array, may be empty) adds pip's target tags.
 
-# The lent machine's Python, for installing its wheels on another (the scripts' --cpu-dry-run): install_tags.
+# The GPU machine's Python, for installing its wheels on another (the scripts' --cpu-dry-run): install_tags.
 GPU_MACHINE_TAGS=(--python-version 3.12 --implementation cp --only-binary=:all: --platform manylinux_2_28_x86_64
                   --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64)
 

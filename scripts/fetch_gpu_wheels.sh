@@ -1,24 +1,25 @@
 #!/usr/bin/env bash
-# Download HERE (a machine that reaches PyPI) the Python packages the lent GPU machine lacks, for
-# scripts/gpu_check.sh and scripts/unsloth_gpu_check.sh to install THERE (it reaches no registry).
+# For a GPU machine that reaches no package index: download, on a machine that does, the Python packages it
+# lacks, for scripts/gpu_check.sh and scripts/unsloth_gpu_check.sh to install there from the checkout.
 #
 # Usage: bash scripts/fetch_gpu_wheels.sh [base] [kiwi] [unsloth]      (no argument: all three)
 #
-# The GPU machine (docs/gpu.md) runs Python 3.12 with torch 2.11, transformers 5.17, accelerate, peft and
-# triton, and no trl, datasets or kiwipiepy. trl <= 1.15 is the newest that supports transformers 5.17 (and
-# what Unsloth 2026.10.9 allows), datasets < 5 what trl 1.15 and Unsloth allow. Each call of the device tool
-# carries at most 64 MiB (the working tree included), so the wheels go into folders of one call each:
+# The defaults fit a machine with Python 3.12, torch 2.11, transformers 5.17, accelerate, peft and triton
+# installed and nothing else: trl <= 1.15 is the newest that supports transformers 5.17 (and what Unsloth
+# 2026.10.9 allows), datasets < 5 what trl 1.15 and Unsloth allow; edit the pins below for another machine.
+# Where a copy of the checkout can carry only so much at a time (LIMIT_MIB), the wheels go into folders of that
+# size each, a wheel over it cut in two with its checksum:
 #   .whl/           trl, datasets, their missing dependencies, peft (the project's pin), liger-kernel
 #   .whl-kiwi-1/    the first half of the kiwipiepy_model wheel (its model: an 88 MB download)
 #   .whl-kiwi-2/    the second half, and kiwipiepy          (the suite's chat-memory tests need them)
 #   .whl-unsloth/   unsloth, unsloth_zoo
-#   .whl-bnb/       bitsandbytes (Unsloth runs 16-bit without it, but then runs ldconfig as root)
-# The folders are listed in .git/info/exclude: never committed, they travel only when a call carries them.
+#   .whl-bnb/       bitsandbytes (QLoRA; Unsloth runs 16-bit without it, but then runs ldconfig as root)
+# The folders are git-ignored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
-LIMIT_MIB=60  # per call: 64 MiB with the working tree (about 2 MiB) and some room
+LIMIT_MIB=${LIMIT_MIB:-60}  # per folder: what one copy of the checkout may carry, with room for the tree
 PLATFORM=(--only-binary=:all: --python-version 3.12 --implementation cp
           --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64
           --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64)

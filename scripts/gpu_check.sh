@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# The GPU check: run ON the lent GPU machine (the device tool runs it in the repository root), one or more
-# stages per call, each well under the tool's 10 minutes a command:
+# The GPU measurements, in stages, each bounded in time (a machine may be lent for minutes only):
 #
-#   bash scripts/gpu_check.sh compare     the training benchmark at polyglot-ko-1.3b shape: the plain recipe and
-#                                         each speed option for 3 epochs (--compare), within COMPARE_BUDGET s
-#   bash scripts/gpu_check.sh suite       python -m pytest -q (the whole suite), within SUITE_TIMEOUT s
-#   bash scripts/gpu_check.sh full        the fastest combination `compare` found, for the recipe's 60 epochs
-#                                         or as many as FULL_BUDGET s allow (the rest is projected)
-#   bash scripts/gpu_check.sh --cpu-dry-run [stages]   the same logic here on the CPU: tiny shape, 1-2 epochs
+#   bash scripts/gpu_check.sh compare   the training benchmark at Polyglot-Ko 1.3B's full shape: the plain recipe
+#                                       and each speed option for 3 epochs (--compare), within COMPARE_BUDGET s
+#   bash scripts/gpu_check.sh full      the fastest combination `compare` found (FLAGS= overrides it), for the
+#                                       recipe's 60 epochs end to end, stopped at FULL_BUDGET s (the rest projected)
+#   bash scripts/gpu_check.sh memory    peak memory and epoch time of LoRA bf16 and QLoRA 4-bit for both models
+#                                       (2 epochs each, MEMORY_BUDGET s each), for docs/gpu.md's card table
+#   bash scripts/gpu_check.sh suite     python -m pytest -q (the whole suite), within SUITE_TIMEOUT s
+#   bash scripts/gpu_check.sh --cpu-dry-run [stages]   the same logic on a CPU: the tiny shapes, 1-2 epochs
 #
-# What the machine lacks comes as wheels (scripts/fetch_gpu_wheels.sh, here): each call carries the folders it
-# names, and they are collected in /tmp/carried, which outlives a call while the machine stays warm (30 s).
-# The plan that fits a session's 15 minutes of device time (docs/gpu.md has the figures it comes from):
-#   call 1: carry [".whl", ".whl-unsloth"]  bash scripts/gpu_check.sh compare full
-#   call 2: carry [".whl-bnb"]              RUN_TESTS=0 bash scripts/unsloth_gpu_check.sh; bash scripts/gpu_check.sh suite
-# The suite then runs without Kiwi (its chat-memory tests fail on the import): kiwipiepy_model is 88 MB, cut in
-# two (.whl-kiwi-1, .whl-kiwi-2), and joined once both halves have come, which takes two more calls.
-# Results go to $OUT, at most 8 files: env.txt, compare.{txt,csv,json}, pytest.txt, full.{txt,csv,json}.
+# Results go to $OUT (default: gpu_results/, git-ignored): env.txt, compare.{txt,csv,json}, full.{txt,csv,json},
+# memory.{txt,csv}, pytest.txt. On a machine without a package index, what it lacks comes as wheels
+# (scripts/fetch_gpu_wheels.sh, on a machine with one) in the .whl* folders of the checkout; they are collected
+# in $CARRIED, which outlives a run, so that a wheel cut in two is joined once its second half has come.
+# A plan for two runs of under 10 minutes each (budgets from an H200's timings, docs/gpu.md):
+#   run 1, carrying .whl and .whl-bnb:   bash scripts/gpu_check.sh compare full
+#   run 2, carrying .whl-unsloth:        bash scripts/gpu_check.sh memory; RUN_TESTS=0 bash scripts/unsloth_gpu_check.sh;
+#                                        bash scripts/gpu_check.sh suite
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/carried_wheels.sh
@@ -27,11 +28,11 @@ stages=()
 for argument in "$@"; do
     case $argument in
     --cpu-dry-run) dry_run=1 ;;
-    compare|suite|full) stages+=("$argument") ;;
-    *) echo "usage: bash scripts/gpu_check.sh [--cpu-dry-run] [compare] [suite] [full]" >&2; exit 2 ;;
+    compare|full|memory|suite) stages+=("$argument") ;;
+    *) echo "usage: bash scripts/gpu_check.sh [--cpu-dry-run] [compare] [full] [memory] [suite]" >&2; exit 2 ;;
     esac
 done
-[ ${#stages[@]} -eq 0 ] && stages=(compare suite full)
+[ ${#stages[@]} -eq 0 ] && stages=(compare full memory suite)
 
 if [ $dry_run = 1 ]; then
     PYTHON=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
@@ -40,14 +41,17 @@ if [ $dry_run = 1 ]; then
     FULL_EPOCHS=${FULL_EPOCHS:-2}
     COMPARE_BUDGET=${COMPARE_BUDGET:-120}
     FULL_BUDGET=${FULL_BUDGET:-120}
+    MEMORY_SHAPES=${MEMORY_SHAPES:-tiny tiny-gemma}
+    MEMORY_EPOCHS=${MEMORY_EPOCHS:-1}
+    MEMORY_BUDGET=${MEMORY_BUDGET:-120}
     SUITE_TIMEOUT=${SUITE_TIMEOUT:-300}
-    SUITE_ARGS=${SUITE_ARGS:-tests/test_benchmark_training.py}
-    BENCH_ARGS=${BENCH_ARGS:---variants padding-free,test-one-batch,static-cache}
+    SUITE_ARGS=${SUITE_ARGS:-tests/fine_tuning/test_benchmark.py}
+    BENCH_ARGS=${BENCH_ARGS:---variants quiet-steps,eval-one-batch,test-one-batch}
     DATASET=${DATASET:-/tmp/gpu_check_dry_run/small.csv}  # 24 train and 6 valid rows of the real one
     SITE=${SITE:-/tmp/gpu_check_dry_run/site}
     CARRIED=${CARRIED:-/tmp/gpu_check_dry_run/carried}
     KEEP=${KEEP:-/tmp/gpu_check_dry_run/keep}
-    if [ -z "${OUT:-}" ]; then OUT=$(mktemp -d /tmp/gpu_check_out.XXXXXX); fi
+    OUT=${OUT:-$(mktemp -d /tmp/gpu_check_out.XXXXXX)}
     # The wheels are the GPU machine's (Python 3.12): installed as for it, into a folder this run leaves aside.
     install_tags=("${GPU_MACHINE_TAGS[@]}")
 else
@@ -55,17 +59,20 @@ else
     SHAPE=${SHAPE:-polyglot-ko-1.3b}
     COMPARE_EPOCHS=${COMPARE_EPOCHS:-3}
     FULL_EPOCHS=${FULL_EPOCHS:-60}
-    COMPARE_BUDGET=${COMPARE_BUDGET:-240}  # the warm-up and 4 variants at 3 epochs (H200, 2026-11-26: 30-65 s each)
-    FULL_BUDGET=${FULL_BUDGET:-270}  # 60 epochs need under 4.5 s each to fit
-    SUITE_TIMEOUT=${SUITE_TIMEOUT:-240}
+    COMPARE_BUDGET=${COMPARE_BUDGET:-200}  # the warm-up and 4-5 variants at 3 epochs (an H200: 30-65 s each)
+    FULL_BUDGET=${FULL_BUDGET:-240}  # the goal: 60 epochs in under 2 minutes; 4 minutes at most here
+    MEMORY_SHAPES=${MEMORY_SHAPES:-polyglot-ko-1.3b gemma-2-2b}
+    MEMORY_EPOCHS=${MEMORY_EPOCHS:-2}
+    MEMORY_BUDGET=${MEMORY_BUDGET:-60}  # each of the 4 runs
+    SUITE_TIMEOUT=${SUITE_TIMEOUT:-180}
     SUITE_ARGS=${SUITE_ARGS:-}
     BENCH_ARGS=${BENCH_ARGS:-}
     DATASET=${DATASET:-}  # empty: the project's dataset
     SITE=${SITE:-/tmp/site}
     CARRIED=${CARRIED:-/tmp/carried}
-    KEEP=${KEEP:-/tmp/gpu_check}  # what a later call's stage reads (the compare's summary): $OUT is emptied
+    KEEP=${KEEP:-/tmp/gpu_check}  # what a later run's stage reads (the compare's summary), wherever $OUT goes
     install_tags=()
-    if [ -z "${OUT:-}" ]; then echo "error: OUT is unset: run this through the device tool" >&2; exit 2; fi
+    OUT=${OUT:-gpu_results}
 fi
 mkdir -p "$OUT" "$SITE" "$CARRIED" "$KEEP"
 if [ -n "$DATASET" ] && [ ! -f "$DATASET" ]; then
@@ -110,6 +117,19 @@ for stage in "${stages[@]}"; do
         tail -n 25 "$OUT/compare.txt"
         [ -f "$OUT/compare.json" ] && cp "$OUT/compare.json" "$KEEP/compare.json"
         [ $code = 0 ] || { echo "compare: exit code $code"; status=1; }
+        ;;
+    memory)
+        for shape in $MEMORY_SHAPES; do
+            for quantization in none 4bit; do
+                echo "--- $shape, quantization $quantization"
+                timeout $((MEMORY_BUDGET + 60)) "$PYTHON" llm/fine_tuning/benchmark_training.py --shape "$shape" \
+                    --epochs "$MEMORY_EPOCHS" "${dataset_args[@]}" --quantization "$quantization" \
+                    --max-seconds "$MEMORY_BUDGET" --output "$OUT/memory.csv" 2>&1 | clean >> "$OUT/memory.txt"
+                code=${PIPESTATUS[0]}
+                tail -n 2 "$OUT/memory.txt"
+                [ $code = 0 ] || { echo "memory $shape $quantization: exit code $code"; status=1; }
+            done
+        done
         ;;
     suite)
         "$PYTHON" -c "import kiwipiepy_model" 2>/dev/null \

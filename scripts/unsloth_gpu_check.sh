@@ -1,17 +1,15 @@
 #!/usr/bin/env bash
-# The Unsloth measurement with and without, run ON the lent GPU machine (the device tool runs it in the
-# repository root): Gemma-2 2B at full size with random weights (--shape gemma-2-2b), bf16, 25 valid prompts
-# answered, 20 train pairs x 3 epochs of LoRA fine-tuning, each script once; then llm/unsloth_test/compare.py,
-# and tests/test_unsloth_test.py, whose with-Unsloth test runs where Unsloth can.
+# Unsloth with and without, on a GPU: Gemma-2 2B at full size with random weights (--shape gemma-2-2b), bf16,
+# 25 valid prompts answered, 20 train pairs x 3 epochs of LoRA fine-tuning, each script once (the with side with
+# --no-block-compile unless WITH_ARGS= says otherwise: Unsloth's per-block torch.compile failed with torch 2.11);
+# then llm/unsloth_test/compare.py, and (unless RUN_TESTS=0) tests/unsloth_test/test_unsloth.py.
 #
-# The wheels (scripts/fetch_gpu_wheels.sh, here) are over one call's 64 MiB together, so two calls, the second
-# within 30 s of the first (the machine keeps /tmp while it stays warm):
-#   call 1: carry [".whl", ".whl-unsloth"]   bash scripts/unsloth_gpu_check.sh     installs; stops: no bitsandbytes yet
-#   call 2: carry [".whl-bnb"]               bash scripts/unsloth_gpu_check.sh     installs bitsandbytes; measures
-# (Unsloth runs 16-bit LoRA without bitsandbytes, but then runs ldconfig as root, so it waits for it;
-# NO_BITSANDBYTES=1 measures without.)
-#   bash scripts/unsloth_gpu_check.sh --cpu-dry-run    the same logic here: the tiny stand-in, few prompts
-# Results in $OUT (at most 8 files): env.txt, run.txt, results.csv, compare.md, without.log, with.log, pytest.txt.
+# On a machine without a package index, the wheels (scripts/fetch_gpu_wheels.sh) come in the checkout's .whl*
+# folders: .whl and .whl-unsloth, and .whl-bnb (Unsloth trains 16-bit LoRA without bitsandbytes, but then runs
+# ldconfig as root to look for CUDA's libraries: it waits for it; NO_BITSANDBYTES=1 measures without).
+#   bash scripts/unsloth_gpu_check.sh --cpu-dry-run    the same logic on a CPU: the tiny stand-in, few prompts
+# Results in $OUT (default: gpu_results/unsloth/): env.txt, run.txt, results.csv, compare.md, without.log,
+# with.log, pytest.txt.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/carried_wheels.sh
@@ -37,17 +35,17 @@ else
     PYTHON=${PYTHON:-python3}
     SITE=${SITE:-/tmp/site}
     CARRIED=${CARRIED:-/tmp/carried}
-    if [ -z "${OUT:-}" ]; then echo "error: OUT is unset: run this through the device tool" >&2; exit 2; fi
+    OUT=${OUT:-gpu_results/unsloth}
     WORK=/tmp/unsloth_check
     MODEL=(--shape gemma-2-2b)
     COUNTS=(--prompts 25 --train-pairs 20 --epochs 3)  # the original experiment's
     install_tags=()
 fi
 SCRIPT_TIMEOUT=${SCRIPT_TIMEOUT:-270}  # each of the two scripts; the whole command stays under 10 minutes
-# Unsloth's per-block torch.compile failed in its backward with torch 2.11 (the lent H200, 2026-11-26: that run's
+# Unsloth's per-block torch.compile failed in its backward with torch 2.11 (on an H200, 2026-11-26: that run's
 # row and log are committed), so the with side runs without it; WITH_ARGS= (empty) measures Unsloth's default.
 WITH_ARGS=${WITH_ARGS---no-block-compile}
-RUN_TESTS=${RUN_TESTS:-1}  # 0: leave out tests/test_unsloth_test.py (about 100 s on the H200; the suite has it)
+RUN_TESTS=${RUN_TESTS:-1}  # 0: leave out tests/unsloth_test/test_unsloth.py (about 100 s on the H200; the suite has it)
 mkdir -p "$OUT" "$WORK"
 install_carried || exit 1
 if [ $dry_run = 1 ]; then
@@ -66,7 +64,7 @@ fi
 results=$WORK/results.csv
 logs=$WORK/logs
 rm -rf "$results" "$logs"
-common=("${MODEL[@]}" "${COUNTS[@]}" --results "$results" --logs-dir "$logs" --machine "lent GPU machine")
+common=("${MODEL[@]}" "${COUNTS[@]}" --results "$results" --logs-dir "$logs" --machine "${MACHINE:-$(hostname)}")
 status=0
 {
     echo "=== without Unsloth"
@@ -86,7 +84,7 @@ done
 "$PYTHON" llm/unsloth_test/compare.py --results "$results" > "$OUT/compare.md" 2>&1 || status=1
 cat "$OUT/compare.md"
 if [ "$RUN_TESTS" = 1 ]; then
-    timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider -rs tests/test_unsloth_test.py 2>&1 | clean > "$OUT/pytest.txt" \
+    timeout 300 "$PYTHON" -m pytest -q -p no:cacheprovider -rs tests/unsloth_test/test_unsloth.py 2>&1 | clean > "$OUT/pytest.txt" \
         || status=1
     tail -n 5 "$OUT/pytest.txt"
 fi

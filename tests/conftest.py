@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 try:
+    from llm.common.cli import ignore_library_notices
+
+    ignore_library_notices()  # as every script does first
     import peft  # noqa: F401 (the first of the project's libraries this file needs)
 except ModuleNotFoundError as missing:  # pytest started outside the README's virtualenv
     print(f"error: {missing}; run the tests in the project's virtualenv, as the README says: "

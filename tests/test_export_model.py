@@ -169,3 +169,12 @@ def test_export_again_replaces_its_folder_and_a_failed_save_keeps_the_old_one(tr
         merge_into_folder(*args, say=None)
     assert {path.name: path.read_bytes() for path in output.iterdir()} == before
     assert not list(tmp_path.glob(".merged.*"))
+
+
+def test_a_plain_model_given_as_merged_is_not_called_merged(good_polyglot_folder, tmp_path: Path):
+    result = run_in_process("llm/run_chat.py", "--merged", str(good_polyglot_folder), "--memory-db",
+                            str(tmp_path / "m.db"), "--prompt", "안녕")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"--merged {good_polyglot_folder}: not a folder llm/export_model.py wrote (ohlora_merged.json is " \
+           f"missing); it is answered as it is, with no adapter added" in result.stderr
+    assert "was merged from" not in result.stderr

@@ -8,6 +8,8 @@ again as real processes.
 import csv
 import re
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +33,9 @@ SELECTION = "llm/model_selection/run_model_selection.py"
 WITHOUT_UNSLOTH = "llm/unsloth_test/test_without_unsloth.py"
 WITH_UNSLOTH = "llm/unsloth_test/test_with_unsloth.py"
 COMPARE = "llm/unsloth_test/compare.py"
+CARD_TABLE = "llm/fine_tuning/card_table.py"
 WEB_CHAT = "llm/run_chat_web.py"
+API = "llm/run_api.py"
 EXPORT = "llm/export_model.py"
 
 
@@ -46,6 +50,15 @@ def web_args(world, *extra: str, adapter: Path | None = None) -> list[str]:
     """The web chat's arguments for a case (a free port: the check for one comes first)."""
     return ["--model-dir", str(world.inputs / "empty"), "--adapter-dir", str(adapter or world.adapter),
             "--memory-db", str(world.work / "memory.db"), "--port", str(free_port()), *extra]
+
+
+BUSY_HOLDER = """
+import sys, time
+from llm.common.outputs import output_lock
+with output_lock(sys.argv[1], "--output-dir"):
+    print("holding", flush=True)
+    time.sleep(3600)
+"""
 
 
 @dataclass(frozen=True)
@@ -220,6 +233,13 @@ CASES = [
 
     Case("option: --rows not START:END", RETRIEVAL_TRAIN, lambda w: ["--rows", "7"],
          r"argument --rows: expected START:END, got '7'"),
+    Case("pairs: the blind set", RETRIEVAL_TRAIN,
+         lambda w: ["--pairs", str(REPO / "llm/memory/research/blind/relevance_pairs_blind.csv"), "--out",
+                    str(w.work / "scorer.json")],
+         r"relevance_pairs_blind\.csv: the blind set only reports; nothing is fitted or chosen on it"),
+    Case("option: --encoder folder absent", RETRIEVAL_TRAIN,
+         lambda w: ["--encoder", str(w.inputs / "no_encoder"), "--out", str(w.work / "encoder")],
+         r"--encoder .*no_encoder: no such folder; download the encoder first \(docs/chat\.md\)"),
     Case("option: --runs 0", RETRIEVAL_BENCHMARK, lambda w: ["--runs", "0"], r"argument --runs: must be >= 1, got 0"),
 
     Case("option: --epochs 0", SELECTION, lambda w: selection_args(w, "--epochs", "0"), r"argument --epochs: must be > 0"),
@@ -244,6 +264,7 @@ CASES = [
     Case("dataset: missing file", WITH_UNSLOTH, lambda w: unsloth_args(w, dataset=w.dataset("missing file")),
          BAD_DATASETS["missing file"][1]),
 
+    Case("option: unknown", CARD_TABLE, lambda w: ["--cards", "8"], r"unrecognized arguments: --cards 8"),
     Case("results file: missing", COMPARE, lambda w: ["--results", str(w.inputs / "no_results.csv")], r"no results file"),
 
     Case("merged folder: absent", CHAT, lambda w: ["--merged", str(w.inputs / "no_merged"), "--memory-db",
@@ -278,6 +299,40 @@ CASES = [
     Case("output: --output-dir is the adapter folder", EXPORT,
          lambda w: export_args(w, adapter=w.work / "adapter", output=w.work / "adapter"),
          r"--output-dir .*adapter: is the adapter folder \(.*adapter\), which the export reads; choose another folder"),
+    Case("output: --output-dir is another trained adapter", EXPORT,
+         lambda w: export_args(w, output=w.folder("another adapter")),
+         r"--output-dir .*another adapter: holds this project's adapter, not a merged model \(it would be replaced\)"),
+    Case("output: --output-dir is a merged model", FINE_TUNE,
+         lambda w: fine_tune_args(w, None, None, "--output-dir", str(w.folder("a merged model"))),
+         r"--output-dir .*a merged model: holds this project's merged model, not an adapter"),
+    Case("output: another run holds --output-dir", FINE_TUNE,
+         lambda w: fine_tune_args(w, None, None, "--output-dir", str(w.folder("busy") / "adapter")),
+         r"--output-dir .*busy/adapter: in use by process \d+ \(since [\d:]+\); wait for it to end, or choose another"),
+    Case("option: --log-name ../..", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--log-name", "../.."),
+         r"argument --log-name: expected letters, digits, '_', '\.' or '-' \(no spaces, no '/', no '\.\.'\)"),
+    Case("option: --config with an unknown key", FINE_TUNE,
+         lambda w: fine_tune_args(w, None, None, "--config", str(w.inputs / "typo.yaml")),
+         r"--config .*typo\.yaml: 'lora_rnk' is not an option of this script \(did you mean lora_rank\?\)"),
+    Case("option: --quantization 2bit", FINE_TUNE, lambda w: fine_tune_args(w, None, None, "--quantization", "2bit"),
+         r"argument --quantization: invalid choice: '2bit'"),
+    Case("option: --models-dir with no weights and --no-tiny", SELECTION,
+         lambda w: selection_args(w, "--no-tiny"), r"no candidate has weights under .* and --no-tiny leaves out the "
+                                                   r"stand-ins: nothing to compare"),
+    Case("option: --host ''", WEB_CHAT, lambda w: web_args(w, "--host", ""), r"--host: empty; give an address"),
+    Case("adapter: absent", API, lambda w: web_args(w, adapter=w.inputs / "no_adapter"),
+         r"no fine-tuned adapter in .*no_adapter: make one with `python llm/run_fine_tuning_polyglot.py"),
+    Case("option: --port 70000", API, lambda w: web_args(w, "--port", "70000"),
+         r"argument --port: must be <= 65535, got 70000"),
+    Case("option: --model-name with a space", API, lambda w: web_args(w, "--model-name", "oh lora"),
+         r"argument --model-name: expected a name without spaces, got 'oh lora'"),
+    Case("option: --queue-limit -1", API, lambda w: web_args(w, "--queue-limit", "-1"),
+         r"argument --queue-limit: must be >= 0, got -1"),
+    Case("results file: a folder", WITHOUT_UNSLOTH,
+         lambda w: unsloth_args(w, "--prompts", "2", "--results", str(w.inputs / "datasets")),
+         r"datasets: a folder, not a results file"),
+    Case("results file: not text", COMPARE,
+         lambda w: ["--results", str(sorted(w.folder("good polyglot").glob("*.safetensors"))[0])],
+         r"\.safetensors: not a results file of these scripts \(not CSV text"),
 ]
 # One case as a real process for a fine-tuning script and for the chat (the others share their code paths).
 AS_PROCESS = {case.script: case for case in CASES if case.script in (FINE_TUNE_GEMMA, CHAT)}
@@ -309,10 +364,20 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, good_polyglot_folder: Path,
     tokenizer = AutoTokenizer.from_pretrained(mismatch)
     tokenizer.add_tokens([f"<extra_{number}>" for number in range(64)])
     tokenizer.save_pretrained(mismatch)
+    shutil.copytree(trained_polyglot["adapter_dir"], folders / "another adapter")
+    (folders / "a merged model").mkdir()
+    (folders / "a merged model" / "ohlora_saved.json").write_text('{"what": "merged model"}', encoding="utf-8")
+    (root / "typo.yaml").write_text("lora_rnk: 16\n", encoding="utf-8")
+    # Another run holds folders/busy/adapter for as long as these cases run.
+    holder = subprocess.Popen([sys.executable, "-c", BUSY_HOLDER, str(folders / "busy" / "adapter")],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "holding"
     corrupt = Path(shutil.copytree(trained_polyglot["adapter_dir"], folders / "corrupt adapter"))
     weights = corrupt / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:3000])
-    return root
+    yield root
+    holder.kill()
+    holder.wait()
 
 
 def make_world(inputs: Path, work: Path, small_dataset: Path, trained_polyglot: dict, gemma_adapter: Path) -> World:

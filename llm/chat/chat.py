@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from llm.common.markers import printable_line, strip_markers
-from llm.common.tags import split_memory_tag
+from llm.common.tags import FORGET_MARK, leading_tag, parse_memory_tag, split_memory_tag
 from llm.memory.store import MemoryStore, MemoryUnavailable
 
 MEMORY_FOLDER = Path(__file__).resolve().parents[1] / "memory"
@@ -20,7 +20,9 @@ DEFAULT_MEMORY_DB = MEMORY_FOLDER / "ohlora_memory.db"
 STAND_IN_MEMORY_DB = MEMORY_FOLDER / "ohlora_memory_stand_in.db"
 USER_LABEL = "나: "
 BOT_LABEL = "오로라: "
-EMPTY_ANSWER = "…"  # shown when nothing is left of an answer once its tag and markers are gone
+EMPTY_ANSWER = "…"
+NOT_TEXT = "(that message holds bytes or characters that are not valid text, so it was not sent; type it again)"
+MAX_MESSAGE_CHARS = 2000  # far more than a chat message; the model's own limit (in tokens) is checked after  # shown when nothing is left of an answer once its tag and markers are gone
 HINT = ("commands: /memory shows what she remembers, /why which memory she recalled for your last message, "
         "/forget clears it all, /quit (or Ctrl-D) leaves")
 
@@ -42,11 +44,14 @@ class Turn:
     recall_score: float | None  # the recalled memory's relevance to the message
     stored: str | None  # the tag from the answer that went into the memory
     shown: str  # the answer the user sees
+    mark: str | None = None  # a bare mark the answer began with: "경고", "잊기" or "위기" (docs/dataset.md)
+    forgot: str | None = None  # the recalled memory that "[잊기]" deleted
 
 
 def not_utf8(text: str) -> bool:
-    """True for text holding bytes that were not UTF-8 (Python keeps them as lone surrogates)."""
-    return any("\udc80" <= ch <= "\udcff" for ch in text)
+    """True for text that is not valid Unicode: bytes that were not UTF-8 (Python keeps them as lone surrogates),
+    or lone surrogates a browser sent."""
+    return any("\ud800" <= ch <= "\udfff" for ch in text)
 
 
 def readable(text: str) -> str:
@@ -111,6 +116,9 @@ class Chat:
 
     def turn(self, message: str) -> Turn:
         """Answer one message: recall the most relevant memory, generate, store the answer's tag."""
+        if len(message) > MAX_MESSAGE_CHARS:  # before anything reads it: a huge message must cost nothing
+            raise MessageTooLong(f"message too long: {len(message):,} characters, she reads at most "
+                                 f"{MAX_MESSAGE_CHARS:,}; say it in fewer words")
         message = message.strip()
         # A tag the user typed is chat text: never stored, and no second tag is put before it.
         user_typed_tag = split_memory_tag(message)[0] is not None
@@ -121,10 +129,15 @@ class Chat:
         if reason is not None:
             raise MessageTooLong(reason)
         answer_text = self.answer(model_input).text
-        tag = split_memory_tag(answer_text)[0]
-        # store.add ignores what is not a whole "[key: value]" with both parts non-empty.
-        stored = tag if tag and self._with_memory(lambda memory: memory.add(tag, message)) else None
-        return Turn(message, model_input, recalled, score, stored, visible_text(answer_text))
+        tag = leading_tag(answer_text)[0]
+        stored = forgot = None
+        if tag is not None and tag.is_memory:
+            stored = str(tag) if self._with_memory(lambda memory: memory.add(str(tag), message)) else None
+        elif tag is not None and tag.key == FORGET_MARK and recalled:  # she was asked to forget what was recalled
+            key = parse_memory_tag(recalled)[0]
+            forgot = recalled if self._with_memory(lambda memory: memory.forget(key)) else None
+        mark = tag.key if tag is not None and not tag.is_memory else None
+        return Turn(message, model_input, recalled, score, stored, visible_text(answer_text), mark, forgot)
 
     def show_memories(self) -> None:
         memories = self._with_memory(lambda memory: memory.memories())
@@ -166,7 +179,7 @@ class Chat:
         if not text:
             return True
         if not_utf8(text):
-            self.say("(that line holds bytes that are not UTF-8 text, so it was not sent; type it again)")
+            self.say(NOT_TEXT)
             return True
         if command in ("/quit", "/exit"):
             return False
@@ -186,6 +199,8 @@ class Chat:
                 if self.show_recall:
                     self.say(self.recall_note(self.last_turn))
                 self.say(BOT_LABEL + self.last_turn.shown)
+                if self.last_turn.forgot:
+                    self.say(f"(forgotten: {self.last_turn.forgot})")
             except MessageTooLong as error:
                 self.say(f"({error})")  # the chat goes on; nothing was generated or stored
         return True

@@ -11,16 +11,25 @@ import html
 import os
 import queue
 import re
+import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home: the page works offline
+# The page takes no files, but Gradio's upload route accepts them: they go to a folder of this process's own,
+# removed when it stops, and each may be 1 kB at most (read by Gradio at import, hence here).
+UPLOADS = tempfile.mkdtemp(prefix="ohlora-web-uploads-")
+os.environ["GRADIO_TEMP_DIR"] = UPLOADS
+MAX_UPLOAD = "1kb"
 import gradio as gr  # noqa: E402
 
-from llm.chat.chat import EMPTY_ANSWER, Chat, HasText, MessageTooLong, Turn, visible_text  # noqa: E402
+from llm.chat.chat import (  # noqa: E402
+    EMPTY_ANSWER, MAX_MESSAGE_CHARS, NOT_TEXT, Chat, HasText, MessageTooLong, Turn, not_utf8, visible_text,
+)
 from llm.common.cli import UserError, first_line  # noqa: E402
 from llm.memory.store import MemoryStore, MemoryUnavailable  # noqa: E402
 
@@ -152,6 +161,8 @@ def _turn_note(turn: Turn) -> str:
         notes.append(f"recalled {turn.recalled}, relevance {turn.recall_score:.2f}")
     if turn.stored:
         notes.append(f"she will remember {turn.stored}")
+    if turn.forgot:
+        notes.append(f"she forgot {turn.forgot}")
     return f"({'; '.join(notes)})" if notes else ""
 
 
@@ -170,6 +181,9 @@ class PageEvents:
         text = (message or "").strip()
         if not text:
             yield history, _status("(empty message: type something first)"), message, conversation
+            return
+        if not_utf8(text):
+            yield history, _status(NOT_TEXT), "", conversation
             return
         if COMMAND.fullmatch(text.lower()):
             reply = conversation.command(text)
@@ -218,6 +232,7 @@ def build_app(services: PageServices) -> gr.Blocks:
                 status = gr.HTML("", elem_id="status")
                 with gr.Row():
                     box = gr.Textbox(elem_id="message", show_label=False, scale=5, autofocus=True,
+                                     max_length=MAX_MESSAGE_CHARS,
                                      placeholder="메시지를 입력하세요 (Enter: 보내기; /memory, /why, /forget)")
                     send = gr.Button("Send", elem_id="send", variant="primary", scale=1)
             with gr.Column(scale=2):
@@ -239,7 +254,7 @@ def launch(app: gr.Blocks, host: str, port: int) -> str:
     try:
         app.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=True, quiet=True,
                    inbrowser=False, show_error=False, ssr_mode=False, mcp_server=False, pwa=False,
-                   enable_monitoring=False, footer_links=[], theme=THEME, css=CSS)
+                   enable_monitoring=False, footer_links=[], theme=THEME, css=CSS, max_file_size=MAX_UPLOAD)
     except OSError as error:
         raise UserError(f"--port {port}: cannot listen on {host}:{port} ({first_line(error)[:300]}); "
                         f"choose another port with --port") from None
@@ -255,3 +270,4 @@ def serve(app: gr.Blocks, host: str, port: int, say: Callable[[str], None] = pri
             time.sleep(0.5)
     finally:
         app.close()  # also when Ctrl-C came while it was starting
+        shutil.rmtree(UPLOADS, ignore_errors=True)

@@ -1,7 +1,9 @@
 """What every script does at its edges: one clear line and exit code 2 for bad input."""
 
 import argparse
+import logging
 import math
+import os
 import signal
 import sys
 import warnings
@@ -46,8 +48,11 @@ def error_line(error: BaseException) -> str:
 
 
 def ignore_library_notices() -> None:
-    """transformers' deprecation notice, raised inside peft and TRL on every run and load: not the user's business."""
+    """Notices raised inside the libraries on every run and load, not the user's business: transformers'
+    deprecation notice from peft and TRL, and bitsandbytes' note (on CPUs with AVX-512 bf16) that an optional
+    kernel from the model hub is not installed."""
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 def run_main(main: Callable[[], int | None], interrupted_hint: str = "") -> None:
@@ -57,8 +62,10 @@ def run_main(main: Callable[[], int | None], interrupted_hint: str = "") -> None
     """
     signal.signal(signal.SIGTERM, _raise_terminated)
     ignore_library_notices()
+    tolerate_narrow_terminals()
     try:
         code = main()
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's own flush at exit
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
@@ -67,7 +74,20 @@ def run_main(main: Callable[[], int | None], interrupted_hint: str = "") -> None
         new_line = "\n" if sys.stderr.isatty() else ""  # off the line of a progress bar
         print(new_line + ("terminated" if terminated else "interrupted") + interrupted_hint, file=sys.stderr)
         sys.exit(143 if terminated else 130)
+    except BrokenPipeError:  # `| head`: whoever read the output has seen enough; as a SIGPIPE would end it
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(141)
     sys.exit(code or 0)
+
+
+def tolerate_narrow_terminals() -> None:
+    """Output in a locale that cannot write Hangul or emoji (EUC-KR, C): what it cannot encode is replaced, never a
+    crash; a closed stdin reads as the end of input."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="replace" if stream is sys.stdout else "backslashreplace")
+    if sys.stdin is None:  # started with stdin closed (0<&-)
+        sys.stdin = open(os.devnull, encoding="utf-8")
 
 
 def int_range(low: int, high: int | None = None) -> Callable[[str], int]:

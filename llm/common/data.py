@@ -5,13 +5,16 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import Dataset
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING
 
 from llm.common.cli import UserError
 from llm.common.specs import DEFAULT_DATASET
 from llm.common.markers import build_completion, build_prompt
 from llm.common.tags import split_memory_tag
+
+if TYPE_CHECKING:  # light at import: --dry-run and the option checks read the dataset without these libraries
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 REQUIRED_COLUMNS = ("data_type", "input_data", "output_data", "output_message", "memory")
 DATA_TYPES = ("train", "valid")
@@ -135,19 +138,19 @@ def load_splits(path: str | Path = DEFAULT_DATASET) -> Splits:
     return Splits(path, splits["train"], splits["valid"])
 
 
-def token_count(tokenizer: PreTrainedTokenizerBase, text: str) -> int:
+def token_count(tokenizer: "PreTrainedTokenizerBase", text: str) -> int:
     """Tokens of a text, for length checks; verbose=False, because transformers would also warn about a text
     longer than the model reads, a second line beside the check's own."""
     return len(tokenizer(text, verbose=False)["input_ids"])
 
 
-def row_tokens(splits: Splits, tokenizer: PreTrainedTokenizerBase) -> list[tuple[Example, int]]:
+def row_tokens(splits: Splits, tokenizer: "PreTrainedTokenizerBase") -> list[tuple[Example, int]]:
     """Each row with its tokens, prompt and answer together."""
     return [(example, token_count(tokenizer, example.prompt + example.completion))
             for example in splits.train + splits.valid]
 
 
-def check_fits_context(splits: Splits, tokenizer: PreTrainedTokenizerBase, context: int) -> None:
+def check_fits_context(splits: Splits, tokenizer: "PreTrainedTokenizerBase", context: int) -> None:
     """Refuse a row longer than the model reads: training would cut off its end, and the end marker with it."""
     for example, tokens in row_tokens(splits, tokenizer):
         if tokens > context:
@@ -155,8 +158,10 @@ def check_fits_context(splits: Splits, tokenizer: PreTrainedTokenizerBase, conte
                                f"than the model's context of {context}; shorten the row")
 
 
-def to_prompt_completion(examples: list[Example]) -> Dataset:
+def to_prompt_completion(examples: list[Example]) -> "Dataset":
     """A datasets.Dataset of prompt/completion pairs, the format TRL masks to completion-only loss."""
+    from datasets import Dataset
+
     return Dataset.from_dict({
         "prompt": [example.prompt for example in examples],
         "completion": [example.completion for example in examples],

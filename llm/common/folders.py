@@ -47,6 +47,9 @@ def is_tiny_stand_in(spec: ModelSpec, folder: Path) -> bool:
     return all(config.get(key) == spec.tiny_config[key] for key in ("hidden_size", "num_hidden_layers"))
 
 
+# What the save marker (ohlora_saved.json) says a folder holds: one kind never replaces the other.
+ADAPTER = "adapter"
+MERGED_MODEL = "merged model"
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 

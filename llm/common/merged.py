@@ -20,9 +20,9 @@ from llm.common.adapters import load_fine_tuned
 from llm.common.cli import UserError, to_stderr
 from llm.common.inference import MAX_LENGTH
 from llm.common.markers import ANSWER_START
-from llm.common.folders import folder_is_empty, is_tiny_stand_in, read_json_object
+from llm.common.folders import MERGED_MODEL, folder_is_empty, is_tiny_stand_in, read_json_object
 from llm.common.models import LoadedModel, load_local, read_config, save_in_hub_layout
-from llm.common.outputs import save_folder_atomically
+from llm.common.outputs import output_lock, read_saved_info, save_folder_atomically
 from llm.common.specs import Recipe, ModelSpec, repo_relative
 
 MERGED_INFO = "ohlora_merged.json"  # what was merged into what; its presence marks a merged folder
@@ -101,13 +101,15 @@ def merge_into_folder(spec: ModelSpec, model_dir: Path, adapter_dir: Path, outpu
         "model": spec.name, "architecture": spec.architecture, "base": repo_relative(loaded.model_dir),
         "adapter": repo_relative(adapter_dir), "tiny_stand_in": loaded.is_tiny,
         "dtype": str(dtype).removeprefix("torch."),
+        "adapter_trained_over": read_saved_info(adapter_dir).get("quantization", "none"),
     }
 
     def write(staging: Path) -> None:
         save_in_hub_layout(merged, loaded.tokenizer, staging)
         (staging / MERGED_INFO).write_text(json.dumps(info, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
-    save_folder_atomically(output_dir, write, "merged model")
+    with output_lock(output_dir, "--output-dir"):  # a second export to the same folder is refused, not mixed in
+        save_folder_atomically(output_dir, write, MERGED_MODEL)
     return info
 
 
@@ -131,8 +133,13 @@ def load_merged(spec: ModelSpec, merged_dir: Path, device: str, dtype: torch.dty
     loaded = load_local(spec, merged_dir, device, dtype, trust_pickled)
     recorded = read_merged_info(merged_dir).get("tiny_stand_in")
     loaded.is_tiny = recorded if isinstance(recorded, bool) else is_tiny_stand_in(spec, merged_dir)
-    if loaded.is_tiny and say is not None:
-        say(merged_tiny_notice(spec, merged_dir))
+    if say is not None:
+        if not is_merged_folder(merged_dir):  # a base model, or one merged elsewhere: nothing says it was merged
+            say(f"--merged {merged_dir}: not a folder llm/export_model.py wrote ({MERGED_INFO} is missing); it is "
+                f"answered as it is, with no adapter added"
+                + (" (it is the TINY RANDOMLY INITIALISED stand-in: the answers are noise)" if loaded.is_tiny else ""))
+        elif loaded.is_tiny:
+            say(merged_tiny_notice(spec, merged_dir))
     # The folder's generation_config.json is for other programs; the chats pass every setting themselves
     # (llm/common/inference.py), exactly as on base + adapter, so its defaults (max_length) must not mix in.
     loaded.model.generation_config = GenerationConfig.from_model_config(loaded.model.config)

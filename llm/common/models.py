@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -27,13 +26,13 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from llm.common.cli import TRUST_PICKLED_OPTION, UserError, first_line
-from llm.common.data import Splits
+from llm.common.data import Splits, check_fits_context
 from llm.common.folders import folder_is_empty, missing_config_hint
 from llm.common.specs import MODELS_DIR, TINY_CONTEXT, ModelSpec
+from llm.common.tiny_bpe import TINY_VOCAB_SIZE, dataset_texts, tiny_bpe
 
 DEFAULT_TINY_CACHE_DIR = MODELS_DIR / "tiny"
 TINY_SEED = 20250218
-TINY_VOCAB_SIZE = 2000
 # With the default init (std 0.02) the final LayerNorm caps a random readout's logits near 2.6, so LoRA
 # could never make the stand-in confident; a 10x readout lifts the cap (measured: README, tiny model).
 TINY_READOUT_SCALE = 10.0
@@ -120,25 +119,50 @@ def check_model_folder(spec: ModelSpec, model_dir: Path, trust_pickled: bool = F
     return pickled
 
 
+def quantization_config(quantization: str, compute_dtype: torch.dtype):
+    """bitsandbytes' settings: QLoRA's NF4 with double quantisation, computed in `compute_dtype`; or LLM.int8()."""
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
 def load_local(spec: ModelSpec, model_dir: Path, device: str, dtype: torch.dtype,
-               trust_pickled: bool = False) -> LoadedModel:
+               trust_pickled: bool = False, quantization: str = "none") -> LoadedModel:
     """Load weights and tokenizer from a folder in the Hugging Face layout; never runs remote code.
 
-    Pickled weights load only with trust_pickled, and then through transformers' weights-only unpickler.
+    Pickled weights load only with trust_pickled, and then through transformers' weights-only unpickler. With a
+    quantization, the linear layers load in 4 or 8 bits (bitsandbytes) and the rest in `dtype`.
     """
     pickled = check_model_folder(spec, model_dir, trust_pickled)
     tokenizer = load_tokenizer(model_dir, read_config(model_dir).vocab_size)  # cheap: before the weights
+    placement = {} if quantization == "none" else {
+        "quantization_config": quantization_config(quantization, dtype), "device_map": {"": device}}
     try:
         with no_progress_bars():  # a bar per load would split the run's own lines; loading takes seconds
             model = AutoModelForCausalLM.from_pretrained(
-                model_dir, dtype=dtype, trust_remote_code=False, use_safetensors=not pickled, **spec.load_kwargs
-            )
+                model_dir, dtype=dtype, trust_remote_code=False, use_safetensors=not pickled, **placement,
+                **spec.load_kwargs)
     except pickle.UnpicklingError:
         raise ModelFolderError(f"{model_dir}: the pickled weights hold more than tensors (objects that run code "
                                f"when unpickled); not loaded even with {TRUST_PICKLED_OPTION}") from None
     except (OSError, ValueError, RuntimeError) as error:
         raise ModelFolderError(f"{model_dir}: cannot load ({first_line(error)})") from None
-    return LoadedModel(model.to(device), tokenizer, model_dir, is_tiny=False)
+    if quantization == "4bit" and device == "cpu":
+        _keep_trainable_layout(model)
+    return LoadedModel(model if placement else model.to(device), tokenizer, model_dir, is_tiny=False)
+
+
+def _keep_trainable_layout(model: PreTrainedModel) -> None:
+    """bitsandbytes 0.50 repacks 4-bit weights for fast CPU inference at a layer's first eval-mode forward (on CPUs
+    with AVX-512 bf16), and training fails on the repacked weights afterwards; a run here alternates both."""
+    from bitsandbytes.nn import Linear4bit
+
+    for module in model.modules():
+        if isinstance(module, Linear4bit):
+            module.support_avx512bf16_for_cpu = False
 
 
 def read_config(model_dir: Path) -> PreTrainedConfig:
@@ -172,23 +196,10 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> None:
     tokenizer.padding_side = "left"  # decoder-only generation pads on the left
 
 
-def _dataset_texts(splits: Splits) -> list[str]:
-    examples = splits.train + splits.valid
-    return [example.prompt + example.completion for example in examples]
-
-
 def build_tiny_tokenizer(spec: ModelSpec, texts: list[str]) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer trained on the dataset: the same kind Polyglot-Ko and GPT-2 use."""
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    special = list(dict.fromkeys(spec.special_tokens.values()))
-    trainer = trainers.BpeTrainer(
-        vocab_size=TINY_VOCAB_SIZE, special_tokens=special,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    bpe.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe, model_max_length=TINY_CONTEXT, **spec.special_tokens)
+    """The stand-in's byte-level BPE (tiny_bpe) as a transformers tokenizer."""
+    return PreTrainedTokenizerFast(tokenizer_object=tiny_bpe(spec, texts), model_max_length=TINY_CONTEXT,
+                                   **spec.special_tokens)
 
 
 def build_tiny_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
@@ -245,7 +256,7 @@ def tiny_model_dir(spec: ModelSpec, splits: Splits) -> Path:
     """The cache folder of the tiny model, keyed by everything that shapes it: dataset, config, seed, scale."""
     recipe = json.dumps([spec.tiny_config, spec.special_tokens, TINY_SEED, TINY_VOCAB_SIZE, TINY_READOUT_SCALE],
                         sort_keys=True)
-    digest = hashlib.sha256("\n".join([recipe, *_dataset_texts(splits)]).encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha256("\n".join([recipe, *dataset_texts(splits)]).encode("utf-8")).hexdigest()[:12]
     # Read when needed, not at import: tests point it elsewhere so that they never touch llm/models/.
     cache = Path(os.environ.get("OHLORA_TINY_CACHE", DEFAULT_TINY_CACHE_DIR))
     return cache / f"{spec.name}-{digest}"
@@ -256,7 +267,8 @@ def ensure_tiny_model(spec: ModelSpec, splits: Splits) -> Path:
     folder = tiny_model_dir(spec, splits)
     if (folder / "config.json").is_file():
         return folder
-    tokenizer = build_tiny_tokenizer(spec, _dataset_texts(splits))
+    tokenizer = build_tiny_tokenizer(spec, dataset_texts(splits))
+    check_fits_context(splits, tokenizer, TINY_CONTEXT)  # a row too long is refused before anything is built
     model = build_tiny_model(spec, tokenizer)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))

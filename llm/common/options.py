@@ -8,6 +8,7 @@ Light on purpose (no torch): scripts build their parsers before importing anythi
 
 import argparse
 import dataclasses
+import difflib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,8 @@ def read_config(parser: argparse.ArgumentParser, path: Path, not_in_config: Iter
     for key, value in loaded.items():
         name = str(key).replace("-", "_")
         if name not in actions:
-            raise UserError(f"--config {path}: {key!r} is not an option of this script; the options are "
-                            f"{', '.join(sorted(actions))}")
+            close = difflib.get_close_matches(name, actions, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise UserError(f"--config {path}: {key!r} is not an option of this script{hint}; see --help")
         values[name] = None if value is None else _config_value(actions[name], str(key), value, path)
     return values

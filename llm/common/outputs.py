@@ -5,6 +5,7 @@ anything else (the dataset's folder, llm/models/, a file) is refused in one line
 """
 
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -37,17 +38,44 @@ def _visible(folder: Path) -> list[Path]:
     return [child for child in folder.iterdir() if not child.name.startswith(".")]
 
 
-def is_saved_by_us(folder: Path) -> bool:
-    """True for a folder this project saved (its marker), or an adapter folder saved before markers existed."""
-    if (folder / SAVE_MARKER).is_file():
-        return True
+def saved_what(folder: Path) -> str | None:
+    """What this project saved in a folder (its marker's "what"; "adapter" for an adapter folder saved before
+    markers existed), or None when the folder is not one it saved."""
+    marker = folder / SAVE_MARKER
+    if marker.is_file():
+        try:
+            what = json.loads(marker.read_text(encoding="utf-8")).get("what")
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            what = None
+        return what if isinstance(what, str) else "unknown"
     names = {child.name for child in _visible(folder)}
-    return "adapter_config.json" in names and names <= ADAPTER_FILES and all(
+    legacy_adapter = "adapter_config.json" in names and names <= ADAPTER_FILES and all(
         (folder / name).is_file() for name in names)
+    return "adapter" if legacy_adapter else None
 
 
-def _no_space(error: OSError) -> bool:
-    return error.errno in (errno.ENOSPC, errno.EDQUOT)
+def read_saved_info(folder: Path) -> dict:
+    """The marker's record of what was saved (the training's settings for an adapter); {} without one."""
+    try:
+        info = json.loads((folder / SAVE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _no_space(error: BaseException) -> bool:
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "no space left" in str(error).lower()  # safetensors' and torch's errors keep only the system's words
+
+
+def storage_error(error: BaseException, path: Path) -> bool:
+    """Whether an exception from a library's write (safetensors, torch, PIL, SQLite: each has its own type) is the
+    storage failing under `path`, not a bug: the one-line answer then applies."""
+    if isinstance(error, OSError):
+        return True
+    return type(error).__name__ in ("SafetensorError", "RuntimeError", "OperationalError") and (
+        _no_space(error) or disk_full(path, error))
 
 
 def disk_full(path: Path, error: BaseException) -> bool:
@@ -59,11 +87,11 @@ def disk_full(path: Path, error: BaseException) -> bool:
     return existing is not None and shutil.disk_usage(existing).free < LOW_SPACE_BYTES
 
 
-def describe_os_error(error: OSError, path: Path) -> str:
+def describe_os_error(error: BaseException, path: Path) -> str:
     """One line for a failed write: 'no space left on <path>' for a full disk, the system's words otherwise."""
-    if _no_space(error):
+    if _no_space(error) or (not isinstance(error, OSError) and disk_full(path, error)):
         return f"no space left on {path}"
-    return f"{path}: {error.strerror or error}"
+    return f"{path}: {getattr(error, 'strerror', None) or error}"
 
 
 def _can_create_in(folder: Path) -> bool:
@@ -87,11 +115,11 @@ def check_writable_folder(path: Path, option: str) -> Path:
     return path
 
 
-def check_replaceable(path: Path, option: str) -> Path:
+def check_replaceable(path: Path, option: str, what: str | None = None) -> Path:
     """The output folder resolved, once it is known that a save may put a folder there.
 
-    Allowed: nothing there, an empty folder, or a folder this project saved. The parent must be writable
-    (the save renames into it).
+    Allowed: nothing there, an empty folder, or a folder this project saved (of the same kind, `what`, when given:
+    an export never replaces a trained adapter). The parent must be writable (the save renames into it).
     """
     path = Path(path).expanduser().resolve()
     if path == Path(path.anchor):
@@ -100,9 +128,14 @@ def check_replaceable(path: Path, option: str) -> Path:
         if not path.is_dir():
             raise OutputError(f"{option} {path}: exists and is a file, not a folder this project saved; "
                               f"choose another path")
-        if _visible(path) and not is_saved_by_us(path):
+        saved = saved_what(path) if _visible(path) else None
+        if _visible(path) and saved is None:
             raise OutputError(f"{option} {path}: holds files this project did not save there (it would be "
                               f"replaced); choose an empty or new folder")
+        if what is not None and saved not in (None, what):
+            article = "an" if what[0] in "aeiou" else "a"
+            raise OutputError(f"{option} {path}: holds this project's {saved}, not {article} {what} (it would be "
+                              f"replaced); choose another folder")
         check_writable_folder(path, option)  # an immutable folder cannot be moved aside either
     check_writable_folder(path.parent, option)
     return path
@@ -164,7 +197,7 @@ def _usual_permissions(folder: Path) -> None:
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def save_folder_atomically(path: Path, write: Callable[[Path], None], what: str) -> None:
+def save_folder_atomically(path: Path, write: Callable[[Path], None], what: str, info: dict | None = None) -> None:
     """Write a folder beside `path` with `write(staging)`, then swap it in: an interruption anywhere leaves the
     old folder or the new one at `path` (recover_interrupted_save tidies up after a kill).
 
@@ -179,13 +212,15 @@ def save_folder_atomically(path: Path, write: Callable[[Path], None], what: str)
         staging.mkdir()  # default permissions (umask): other users may load what is saved
         write(staging)
         _usual_permissions(staging)
-        marker = {"what": what, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        marker = {"what": what, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {})}
         (staging / SAVE_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
         with _signals_deferred():
             if path.exists():
                 path.rename(previous)
             staging.rename(path)
-    except OSError as error:
+    except Exception as error:
+        if not storage_error(error, path):
+            raise
         if not path.exists() and previous.exists():
             previous.rename(path)  # the new folder could not be moved in: the old one goes back
         raise OutputError(f"{what} not saved: {describe_os_error(error, path)}") from None
@@ -206,6 +241,65 @@ def write_text_atomically(path: Path, text: str) -> None:
     except OSError as error:
         partial.unlink(missing_ok=True)
         raise OutputError(f"{path} not written: {describe_os_error(error, path)}") from None
+
+
+class Busy(UserError):
+    """Another process is writing the same output."""
+
+
+def _lock_path(path: Path) -> Path:
+    path = Path(path).expanduser().resolve()
+    return path.with_name(f".{path.name}.lock")
+
+
+def _take(handle, path: Path, option: str) -> None:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        raise Busy(f"{option} {Path(path).expanduser().resolve()}: in use by {owner}; wait for it to end, or "
+                   f"choose another {option}") from None
+
+
+def check_not_busy(path: Path, option: str) -> None:
+    """Refuse, before any other check and without writing anything, a place another run holds (output_lock)."""
+    lock_path = _lock_path(path)
+    if lock_path.is_file():
+        with lock_path.open("r", encoding="utf-8") as handle:
+            _take(handle, path, option)  # released at once by closing
+
+
+@contextmanager
+def output_lock(path: Path, option: str) -> Iterator[None]:
+    """Hold an advisory lock on an output place for as long as a run writes it: a second run on the same place is
+    refused in one line instead of losing one run's result. The lock is a file beside the place, made once the
+    place is known to be usable and removed when the run ends; the system releases the lock when its owner ends,
+    however it ends (a kill -9 too), so a stale file never blocks."""
+    lock_path = _lock_path(path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = lock_path.open("a+", encoding="utf-8")
+        try:
+            _take(handle, path, option)
+        except BaseException:
+            handle.close()
+            raise
+        try:  # the previous owner may have removed the file between our open and our lock: lock the new one
+            if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"process {os.getpid()} (since {time.strftime('%H:%M:%S')})")
+        handle.flush()
+        yield
+    finally:
+        lock_path.unlink(missing_ok=True)  # while still held, so nobody locks a file that is about to go
+        handle.close()
 
 
 def append_line_safely(path: Path, text: str) -> None:

@@ -55,6 +55,7 @@ DEFAULT_BATCH_SIZE = 16
 # rate than the real models; the epoch count keeps a default run on 2 CPU cores under 5 minutes.
 TINY_RECIPE = {"epochs": 30, "learning_rate": 3e-3}
 TINY_CONTEXT = 256  # tokens: the stand-in's context, ample for the dataset's pairs
+QUANTIZATIONS = ("none", "4bit", "8bit")  # how the base model's linear layers load (bitsandbytes)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,11 @@ import unicodedata
 from dataclasses import dataclass
 
 
+# The bare marks an answer may begin with (never stored, never shown): a warning on an abusive message; a request
+# to forget the memory that was recalled for it; a crisis the service flags (docs/dataset.md).
+WARNING_MARK, FORGET_MARK, CRISIS_MARK = "경고", "잊기", "위기"
+
+
 @dataclass(frozen=True)
 class Tag:
     """A tag's parts, normalised: `value` is None for a bare mark ("[경고]"), which is shown to no one and

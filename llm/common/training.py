@@ -11,6 +11,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, Trai
 from trl import SFTConfig, SFTTrainer
 
 from llm.common.data import Example, to_prompt_completion
+from llm.common.folders import ADAPTER
 from llm.common.outputs import save_folder_atomically
 from llm.common.specs import ModelSpec, Recipe
 
@@ -33,7 +34,7 @@ def lora_config(spec: ModelSpec, recipe: Recipe) -> LoraConfig:
 
 
 def sft_config(recipe: Recipe, output_dir: Path, device: str, dtype: torch.dtype, has_eval: bool,
-               **overrides) -> SFTConfig:
+               gradient_checkpointing: bool = False, **overrides) -> SFTConfig:
     """The recipe as TRL arguments; `overrides` are passed through (e.g. save_strategy="no")."""
     settings = dict(
         output_dir=str(output_dir),
@@ -54,7 +55,10 @@ def sft_config(recipe: Recipe, output_dir: Path, device: str, dtype: torch.dtype
         report_to="none",
         dataloader_num_workers=0,
     )
-    settings[_CHECKPOINTING] = False  # TRL turns it on by default; LoRA at these sizes does not need it
+    # TRL turns it on by default; off, the recipe keeps every activation (faster), on, it recomputes them (less memory).
+    settings[_CHECKPOINTING] = gradient_checkpointing
+    if gradient_checkpointing:
+        settings["gradient_checkpointing_kwargs"] = {"use_reentrant": False}  # PyTorch's recommended variant
     return SFTConfig(**(settings | overrides))
 
 
@@ -71,14 +75,15 @@ class QuietSFTTrainer(SFTTrainer):
 def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe,
                   peft_config: LoraConfig | None, train: Sequence[Example], evals: Sequence[Example],
                   output_dir: Path, device: str, dtype: torch.dtype,
-                  callbacks: Sequence[TrainerCallback] = (), quiet_steps: bool = False, **overrides) -> SFTTrainer:
+                  callbacks: Sequence[TrainerCallback] = (), quiet_steps: bool = False,
+                  gradient_checkpointing: bool = False, **overrides) -> SFTTrainer:
     """The SFTTrainer of every program here: prompt/completion pairs, loss on the completion only.
 
     peft_config None: LoRA is attached already (Unsloth attaches its own). quiet_steps: QuietSFTTrainer.
     """
     return (QuietSFTTrainer if quiet_steps else SFTTrainer)(
         model=model,
-        args=sft_config(recipe, output_dir, device, dtype, bool(evals), **overrides),
+        args=sft_config(recipe, output_dir, device, dtype, bool(evals), gradient_checkpointing, **overrides),
         train_dataset=to_prompt_completion(list(train)),
         eval_dataset=to_prompt_completion(list(evals)) if evals else None,
         processing_class=tokenizer,
@@ -87,10 +92,12 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, re
     )
 
 
-def save_adapter_atomically(model: PeftModel, tokenizer: PreTrainedTokenizerBase, adapter_dir: Path) -> None:
-    """Write beside, then rename: an interruption leaves the previous adapter or the new one, never half of one."""
+def save_adapter_atomically(model: PeftModel, tokenizer: PreTrainedTokenizerBase, adapter_dir: Path,
+                            quantization: str = "none") -> None:
+    """Write beside, then rename: an interruption leaves the previous adapter or the new one, never half of one.
+    The marker records how the base's weights were held while it trained."""
     def write(folder: Path) -> None:
         model.save_pretrained(folder, safe_serialization=True)
         tokenizer.save_pretrained(folder)
 
-    save_folder_atomically(adapter_dir, write, "adapter")
+    save_folder_atomically(adapter_dir, write, ADAPTER, info={"quantization": quantization})

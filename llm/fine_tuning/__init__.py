@@ -12,6 +12,10 @@ def run_fine_tuning(spec: ModelSpec) -> None:
 
     def main() -> int:
         options = parse_options(spec)
+        if options.dry_run:
+            from llm.fine_tuning.dry_run import dry_run
+
+            return dry_run(spec, options)
         from llm.fine_tuning.program import fine_tune
 
         return fine_tune(spec, options)

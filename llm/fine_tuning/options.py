@@ -7,8 +7,8 @@ from pathlib import Path
 
 from llm.common.cli import TRUST_PICKLED_HELP, ArgumentParser
 from llm.common.logs import log_name
-from llm.common.options import add_options, from_args, given, option
-from llm.common.specs import DEFAULT_DATASET, TINY_RECIPE, ModelSpec, Recipe
+from llm.common.options import add_options, from_args, given, option, read_config
+from llm.common.specs import DEFAULT_DATASET, QUANTIZATIONS, TINY_RECIPE, ModelSpec, Recipe
 from llm.fine_tuning.speed import GPU_DEFAULTS, SpeedOptions, add_speed_options
 
 KEEP_CHOICES = ("last", "best")
@@ -36,8 +36,19 @@ class FineTuningOptions:
                                   "'.', '-')", type=log_name, metavar="NAME")
     resume: bool = option(False, "continue an interrupted run from its latest complete checkpoint, with its settings")
     trust_pickled_weights: bool = option(False, TRUST_PICKLED_HELP)
+    quantization: str | None = option(None, "load the base model's linear layers in 4 bits (QLoRA: NF4 with "
+                                      "double quantisation, computed in bf16 where the GPU has it) or 8 bits, with "
+                                      "bitsandbytes; the LoRA weights train as before, and the adapter serves the "
+                                      "16-bit base (default: none; with --resume, the run's)", choices=QUANTIZATIONS)
+    gradient_checkpointing: bool = option(False, "keep only each layer's input and recompute the rest in the "
+                                          "backward pass: less memory for activations, more time")
+    dry_run: bool = option(False, "print the run's estimate of peak GPU memory and time, then exit; loads no model")
+    config: Path | None = option(None, "a YAML recipe whose keys are this script's options (`lora_rank: 16`, "
+                                 "`quantization: 4bit`); an option given on the command line wins", type=Path,
+                                 metavar="FILE")
     recipe: dict = dataclasses.field(default_factory=dict)
     speed: dict = dataclasses.field(default_factory=dict)
+    from_config: dict = dataclasses.field(default_factory=dict)  # what --config set (the log names each)
 
 
 def build_parser(spec: ModelSpec) -> argparse.ArgumentParser:
@@ -57,5 +68,11 @@ def build_parser(spec: ModelSpec) -> argparse.ArgumentParser:
 
 
 def parse_options(spec: ModelSpec, argv: list[str] | None = None) -> FineTuningOptions:
-    args = build_parser(spec).parse_args(argv)
-    return from_args(FineTuningOptions, args, recipe=given(Recipe, args), speed=given(SpeedOptions, args))
+    """The options from the command line over those of a --config file, over the defaults."""
+    parser = build_parser(spec)
+    first = parser.parse_args(argv)
+    from_config = read_config(parser, first.config) if first.config is not None else {}
+    parser.set_defaults(**from_config)
+    args = parser.parse_args(argv)
+    return from_args(FineTuningOptions, args, recipe=given(Recipe, args), speed=given(SpeedOptions, args),
+                     from_config=from_config)

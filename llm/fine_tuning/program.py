@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from peft import prepare_model_for_kbit_training
 from transformers import TrainerCallback, set_seed
 from transformers.trainer_callback import ProgressCallback
 from trl import SFTTrainer
@@ -26,11 +27,13 @@ from llm.common.data import Splits, check_fits_context, load_splits
 from llm.common.device import Device, detect
 from llm.common.inference import STOP_MARKER, format_answers, generate_answers
 from llm.common.logs import Log, NoLog, RunLog, epoch_losses, library_versions, log_file_path, plot_losses
-from llm.common.folders import folder_is_empty
+from llm.common.folders import ADAPTER, folder_is_empty
 from llm.common.models import (
     LoadedModel, base_folder, check_model_folder, load_local, load_tokenizer, read_config, tiny_notice,
 )
-from llm.common.outputs import check_replaceable, check_writable_folder, disk_full, recover_interrupted_save
+from llm.common.outputs import (
+    check_not_busy, check_replaceable, check_writable_folder, output_lock, recover_interrupted_save, storage_error,
+)
 from llm.common.specs import DEFAULT_DATASET, ModelSpec, Recipe, recipe_for
 from llm.common.training import build_trainer, lora_config, save_adapter_atomically
 from llm.fine_tuning import resume
@@ -58,6 +61,7 @@ class Run:
     splits: Splits
     recipe: Recipe
     speed: SpeedOptions
+    quantization: str  # how the base's weights are held: none, 4bit or 8bit
     loaded: LoadedModel
     device: Device
     dtype: torch.dtype
@@ -71,7 +75,7 @@ class Run:
 
 def check_output_places(output_dir: Path, logs_dir: Path) -> tuple[Path, Path]:
     """(output folder, logs folder) resolved, once both are usable and saving one cannot delete the other."""
-    output_dir = check_replaceable(output_dir, "--output-dir")
+    output_dir = check_replaceable(output_dir, "--output-dir", ADAPTER)
     logs_dir = check_writable_folder(logs_dir, "--logs-dir")
     for replaced in (output_dir, resume.checkpoint_dir_for(output_dir)):
         if logs_dir == replaced or logs_dir.is_relative_to(replaced):
@@ -80,12 +84,15 @@ def check_output_places(output_dir: Path, logs_dir: Path) -> tuple[Path, Path]:
     return output_dir, logs_dir
 
 
-def prepare(spec: ModelSpec, options: FineTuningOptions) -> Run:
-    """Check every input and output place, then load data and model; a UserError (one line) before any write."""
+def prepare(spec: ModelSpec, options: FineTuningOptions, held: contextlib.ExitStack | None = None) -> Run:
+    """Check every input and output place, then load data and model; a UserError (one line) before any write.
+
+    With `held`, the output folder is locked against a second run until `held` closes (the main process's)."""
     started = time.time()
     state = PartialState(cpu=not torch.cuda.is_available())
     output_dir, logs_dir = check_output_places(options.output_dir or spec.adapter_dir,
                                                options.logs_dir or spec.logs_dir)
+    check_not_busy(output_dir, "--output-dir")  # a live run's checkpoints are not an unfinished run's
     checkpoints = resume.scan(resume.checkpoint_dir_for(output_dir))
     if options.resume and checkpoints.latest is None:
         cut_off = f" ({', '.join(path.name for path in checkpoints.incomplete)}: cut off while being written)" \
@@ -97,9 +104,12 @@ def prepare(spec: ModelSpec, options: FineTuningOptions) -> Run:
                         f"add --resume to continue it, or delete that folder to start over")
     recipe = None
     if options.resume:
-        recipe, model_dir, dataset = resume.resumed_settings(spec, options, checkpoints.folder, state.num_processes)
+        recipe, model_dir, dataset, quantization = resume.resumed_settings(spec, options, checkpoints.folder,
+                                                                           state.num_processes)
+        resume.check_checkpoint_fits(checkpoints.latest, spec, recipe)
     else:
         model_dir, dataset = options.model_dir or spec.model_dir, options.dataset or DEFAULT_DATASET
+        quantization = options.quantization or "none"
     splits = load_splits(dataset)
     if options.keep == "best" and not splits.valid_with_answers:
         raise UserError(f"--keep best: {dataset} has no valid rows with answers, so there is no eval loss to pick by")
@@ -123,13 +133,20 @@ def prepare(spec: ModelSpec, options: FineTuningOptions) -> Run:
     if recipe.lora_rank > config.hidden_size:
         raise UserError(f"--lora-rank {recipe.lora_rank}: larger than the model's hidden size "
                         f"({config.hidden_size}); LoRA's rank is at most that")
+    if held is not None and state.is_main_process:  # every check passed: from here on the run writes
+        held.enter_context(output_lock(output_dir, "--output-dir"))
     dtype = device.dtype if speed.dtype == "auto" else getattr(torch, speed.dtype)
     if speed.tf32:
         torch.set_float32_matmul_precision("high")
-    loaded = load_local(with_attention(spec, speed.attn), base_dir, device.kind, dtype, options.trust_pickled_weights)
+    loaded = load_local(with_attention(spec, speed.attn), base_dir, device.kind, dtype, options.trust_pickled_weights,
+                        quantization=quantization)
+    if quantization != "none":  # QLoRA's preparation: norms in float32, inputs that carry gradients
+        loaded.model = prepare_model_for_kbit_training(
+            loaded.model, use_gradient_checkpointing=options.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False})
     loaded.is_tiny = is_tiny
-    return Run(spec, options, output_dir, logs_dir, checkpoints, model_dir, dataset, splits, recipe, speed, loaded,
-               device, dtype, state, started)
+    return Run(spec, options, output_dir, logs_dir, checkpoints, model_dir, dataset, splits, recipe, speed,
+               quantization, loaded, device, dtype, state, started)
 
 
 def header(run: Run) -> str:
@@ -145,11 +162,29 @@ def header(run: Run) -> str:
         "hyperparameters: " + ", ".join(f"{key}={value}" for key, value in dataclasses.asdict(run.recipe).items()),
         f"LoRA targets: {', '.join(run.spec.lora_targets)}",
         f"device: {run.device.describe()}; dtype: {why}; processes: {run.state.num_processes}",
+        f"memory: {memory_line(run)}",
         f"speed options: {run.speed.describe()}",
+        *([config_line(run.options)] if run.options.config else []),
         f"per-epoch test: {len(splits.valid)} valid prompts, {run.speed.test_batch_size} per generate() call",
         library_versions(),
         f"resume: {run.options.resume}",
     ])
+
+
+def memory_line(run: Run) -> str:
+    quantization = {"none": f"base weights in {str(run.dtype).removeprefix('torch.')} (no quantization)",
+                    "4bit": "base weights in 4 bits (NF4, double quantisation; bitsandbytes), LoRA trained over them",
+                    "8bit": "base weights in 8 bits (bitsandbytes), LoRA trained over them"}[run.quantization]
+    return f"{quantization}; gradient checkpointing {'on' if run.options.gradient_checkpointing else 'off'}"
+
+
+def config_line(options: FineTuningOptions) -> str:
+    """What the --config file set, and what the command line gave instead."""
+    settings = dataclasses.asdict(options)
+    values = {**settings, **settings["recipe"], **settings["speed"]}
+    parts = [f"{key}={value}" + ("" if values.get(key) == value else f" (the command line: {values.get(key)})")
+             for key, value in options.from_config.items()]
+    return f"config {options.config}: " + (", ".join(parts) or "sets nothing")
 
 
 def _probe(splits: Splits):
@@ -177,7 +212,7 @@ def train(run: Run, log: Log, callbacks: Sequence[TrainerCallback] = (),
         run.loaded.model, run.loaded.tokenizer, run.recipe, lora_config(run.spec, run.recipe), run.splits.train,
         run.splits.valid_with_answers, run.checkpoints.folder, run.device.kind, run.dtype,
         callbacks=[*callbacks, report, resume.CheckpointLog(run.checkpoints.folder, log)],
-        quiet_steps=run.speed.quiet_steps,
+        quiet_steps=run.speed.quiet_steps, gradient_checkpointing=run.options.gradient_checkpointing,
         **(dict(report_to=run.options.report_to) | keep_best | run.speed.trainer_overrides() | trainer_overrides))
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(RunProgress(log))
@@ -189,15 +224,16 @@ def train(run: Run, log: Log, callbacks: Sequence[TrainerCallback] = (),
             resume.write_settings(run.checkpoints.folder, resume.RunSettings(
                 model=run.spec.name, model_dir=str(run.model_dir.resolve()), tiny_stand_in=run.loaded.is_tiny,
                 dataset=str(run.dataset.resolve()), dataset_sha256=resume.sha256(run.dataset),
-                processes=run.state.num_processes, recipe=dataclasses.asdict(run.recipe)))
+                processes=run.state.num_processes, recipe=dataclasses.asdict(run.recipe),
+                quantization=run.quantization))
     if run.resume_from is not None:
         done = resume.trainer_state(run.resume_from)
         print(f"resumed from {run.resume_from} with the settings in {run.checkpoints.folder / resume.RUN_SETTINGS_NAME}: "
               f"at epoch {round(done['epoch'])}/{run.recipe.epochs}, step {done['global_step']}/{done['max_steps']}")
     try:
         result = trainer.train(resume_from_checkpoint=str(run.resume_from) if run.resume_from else None)
-    except (OSError, RuntimeError) as error:
-        if not disk_full(run.checkpoints.folder, error):
+    except Exception as error:
+        if not storage_error(error, run.checkpoints.folder):
             raise
         raise UserError(f"no space left on {run.checkpoints.folder}: a checkpoint could not be written; the "
                         f"complete ones are kept: free some space and run again with --resume") from None
@@ -212,7 +248,7 @@ def finish(run: Run, trainer: SFTTrainer, report: EpochReport, log: Log, log_pat
     """Save the adapter, plot, test what was saved; the log ends with the table and where the adapter went."""
     best = best_epoch(report.rows)
     kept = (best.epoch if run.options.keep == "best" and best else round(trainer.state.epoch))
-    save_adapter_atomically(trainer.model, run.loaded.tokenizer, run.output_dir)
+    save_adapter_atomically(trainer.model, run.loaded.tokenizer, run.output_dir, run.quantization)
     resume.remove_run_files(run.checkpoints.folder)  # the run is complete: its checkpoints are spent
     losses = epoch_losses(trainer.state.log_history)
     plot_path = log_path.with_suffix(".png")
@@ -252,8 +288,13 @@ class _OtherProcess(NoLog, contextlib.redirect_stdout):
 
 
 def fine_tune(spec: ModelSpec, options: FineTuningOptions) -> int:
-    """Prepare, train, finish; returns an exit code."""
-    run = prepare(spec, options)
+    """Prepare, train, finish, with the output folder locked against a second run; returns an exit code."""
+    with contextlib.ExitStack() as held:
+        return _fine_tune(spec, prepare(spec, options, held))
+
+
+def _fine_tune(spec: ModelSpec, run: Run) -> int:
+    options = run.options
     is_main = run.state.is_main_process
     recovered = recover_interrupted_save(run.output_dir) if is_main else None
     log_path = log_file_path(run.logs_dir, options.log_name)

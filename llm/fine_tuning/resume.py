@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from llm.common.cli import UserError
-from llm.common.folders import folder_is_empty
+from llm.common.folders import ADAPTER_CONFIG, folder_is_empty, read_json_object
 from llm.common.specs import ModelSpec, Recipe
 from llm.fine_tuning.options import FineTuningOptions
 
@@ -40,6 +40,7 @@ class RunSettings:
     dataset_sha256: str
     processes: int
     recipe: dict
+    quantization: str = "none"  # how the base model's weights were held: a resumed run must hold them alike
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,9 +135,24 @@ def write_settings(checkpoint_dir: Path, settings: RunSettings) -> None:
     os.replace(partial, path)
 
 
+def check_checkpoint_fits(checkpoint: Path, spec: ModelSpec, recipe: Recipe) -> None:
+    """The checkpoint's adapter must be the one the run's settings make (another run's checkpoint copied in, a
+    settings file edited: resuming it would stop on a size mismatch or in the optimizer)."""
+    config = read_json_object(checkpoint / ADAPTER_CONFIG)
+    if config is None:
+        raise UserError(f"--resume: {checkpoint / ADAPTER_CONFIG} is missing or unreadable: delete "
+                        f"{checkpoint.parent} to start over")
+    saved = (config.get("r"), sorted(config.get("target_modules") or []))
+    expected = (recipe.lora_rank, sorted(spec.lora_targets))
+    if saved != expected:
+        raise UserError(f"--resume: {checkpoint} holds a LoRA adapter of rank {saved[0]} on {', '.join(saved[1])}, "
+                        f"but the run's settings make rank {expected[0]} on {', '.join(expected[1])} ({spec.display_name}): "
+                        f"it is another run's; delete {checkpoint.parent} to start over")
+
+
 def resumed_settings(spec: ModelSpec, options: FineTuningOptions, checkpoint_dir: Path,
-                     processes: int) -> tuple[Recipe, Path, Path]:
-    """(recipe, model folder, dataset) of the run being resumed, where the command leaves them out.
+                     processes: int) -> tuple[Recipe, Path, Path, str]:
+    """(recipe, model folder, dataset, quantization) of the run being resumed, where the command leaves them out.
 
     A UserError when the command, the dataset file or the model folder contradict what the run started with.
     """
@@ -156,15 +172,25 @@ def resumed_settings(spec: ModelSpec, options: FineTuningOptions, checkpoint_dir
                         f"the data each one sees depends on it: start it as before, or {start_over}")
     differences = [f"--{name.replace('_', '-')} {value} (the run has {getattr(recipe, name)})"
                    for name, value in options.recipe.items() if value != getattr(recipe, name)]
-    for name, flag in (("model_dir", "--model-dir"), ("dataset", "--dataset")):
-        given, recorded = getattr(options, name), getattr(settings, name)
-        if given is not None and str(given.resolve()) != recorded:
-            differences.append(f"{flag} {given} (the run has {recorded})")
+    if options.quantization not in (None, settings.quantization):
+        differences.append(f"--quantization {options.quantization} (the run has {settings.quantization})")
+    if options.model_dir is not None and str(options.model_dir.resolve()) != settings.model_dir:
+        differences.append(f"--model-dir {options.model_dir} (the run has {settings.model_dir})")
+    # The dataset is known by its content: the same file moved elsewhere is given with --dataset.
+    dataset = Path(settings.dataset)
+    if options.dataset is not None and str(options.dataset.resolve()) != settings.dataset:
+        if options.dataset.is_file() and sha256(options.dataset) == settings.dataset_sha256:
+            dataset = options.dataset
+        else:
+            differences.append(f"--dataset {options.dataset} (the run has {settings.dataset})")
     if differences:
         raise UserError(f"--resume: {', '.join(differences)}: leave out what differs to continue with the "
                         f"run's settings, or {start_over}")
-    model_dir, dataset = Path(settings.model_dir), Path(settings.dataset)
-    if dataset.is_file() and sha256(dataset) != settings.dataset_sha256:
+    model_dir = Path(settings.model_dir)
+    if not dataset.is_file():
+        raise UserError(f"--resume: the run's dataset {dataset} is gone: give the same file's place with "
+                        f"--dataset, or {start_over}")
+    if sha256(dataset) != settings.dataset_sha256:
         raise UserError(f"--resume: {dataset} changed since the run started: put back the file it "
                         f"started with, or {start_over}")
     if folder_is_empty(model_dir) != settings.tiny_stand_in:
@@ -172,4 +198,4 @@ def resumed_settings(spec: ModelSpec, options: FineTuningOptions, checkpoint_dir
         now = "holds weights now" if settings.tiny_stand_in else "is empty now"
         raise UserError(f"--resume: the run trained {trained}, but {model_dir} {now}: "
                         f"put it back as it was, or {start_over}")
-    return recipe, model_dir, dataset
+    return recipe, model_dir, dataset, settings.quantization

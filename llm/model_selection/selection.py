@@ -26,7 +26,7 @@ from llm.common.cli import UserError
 from llm.common.data import Example, Splits, check_fits_context, load_splits
 from llm.common.inference import Answer, generate_answers
 from llm.common.measure import Measurement, measure
-from llm.common.outputs import check_writable_folder, write_text_atomically
+from llm.common.outputs import check_not_busy, check_writable_folder, output_lock, write_text_atomically
 from llm.common.folders import folder_is_empty, folder_model_type
 from llm.common.device import Device, detect, host_description
 from llm.common.models import LoadedModel, ensure_tiny_model, load_local
@@ -250,10 +250,11 @@ def run_header(argv: list[str], options: SelectionOptions, splits: Splits, train
 
 
 def main(options: SelectionOptions, candidates: list[Candidate], argv: list[str]) -> int:
-    """Run every planned candidate, write the files; returns an exit code."""
-    # Everything that can be wrong with the inputs is found before anything is written.
+    """Check every input, then run every planned candidate and write the files, the output folder locked against
+    a second run; returns an exit code."""
     splits = load_splits(options.dataset)
     check_writable_folder(options.output_dir, "--output-dir")
+    check_not_busy(options.output_dir, "--output-dir")
     if options.candidates:
         candidates = [c for c in candidates if c.name in options.candidates]
     jobs = plan_jobs(candidates, options.models_dir, tiny=not options.no_tiny)
@@ -261,6 +262,11 @@ def main(options: SelectionOptions, candidates: list[Candidate], argv: list[str]
         raise UserError(f"no candidate has weights under {options.models_dir}"
                         + (" and --no-tiny leaves out the stand-ins" if options.no_tiny else "")
                         + ": nothing to compare (see llm/models/README.md for where the weights go)")
+    with output_lock(options.output_dir, "--output-dir"):
+        return _run_jobs(jobs, splits, options, argv)
+
+
+def _run_jobs(jobs: list[Job], splits: Splits, options: SelectionOptions, argv: list[str]) -> int:
     train = train_subset(splits.train, options.train_pairs)
     device = detect()
     header = run_header(argv, options, splits, len(train), device)

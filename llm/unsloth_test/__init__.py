@@ -86,14 +86,21 @@ def read_results(path: Path) -> list[dict[str, str]]:
     """The rows of a results file, oldest first; [] when it does not exist yet."""
     if not path.exists():
         return []
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if reader.fieldnames is None:
-            return []
-        if tuple(reader.fieldnames) != RESULT_FIELDS:
-            raise UserError(f"{path}: not a results file of these scripts (columns {', '.join(reader.fieldnames)}; "
-                            f"expected {', '.join(RESULT_FIELDS)})")
-        return list(reader)
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not a results file; give a file name")
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames is None:
+                return []
+            if tuple(reader.fieldnames) != RESULT_FIELDS:
+                raise UserError(f"{path}: not a results file of these scripts (columns "
+                                f"{', '.join(reader.fieldnames)[:200]}; expected {', '.join(RESULT_FIELDS)})")
+            return list(reader)
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path}: not a results file of these scripts (not CSV text: {first_line(error)[:120]})") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read ({error.strerror or error})") from None
 
 
 def append_result(path: Path, row: dict[str, object]) -> None:

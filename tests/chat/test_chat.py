@@ -11,6 +11,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from helpers.data import dataset_rows
+from helpers.memory import ValueScorer
 from helpers.scripts import heavy_modules_after, run_in_process
 from llm.common.adapters import load_fine_tuned
 from llm.common.folders import AdapterError, read_adapter
@@ -49,7 +50,7 @@ class Transcript(list):
 
 @pytest.fixture
 def memory(tmp_path: Path) -> MemoryStore:
-    return MemoryStore(tmp_path / "memory.db")
+    return MemoryStore(tmp_path / "memory.db", scorer=ValueScorer())
 
 
 def make_chat(model: StubModel, memory: MemoryStore | None) -> tuple[Chat, Transcript, Transcript]:
@@ -360,7 +361,8 @@ def test_interactive_session_on_stdin(trained_polyglot: dict, tmp_path: Path):
     """One terminal session: a message, bytes that are not UTF-8, one too long for the context, commands."""
     db = tmp_path / "memory.db"
     MemoryStore(db).add("[내일 일정: 면접]", "나 내일 면접 봐")
-    long_message = " ".join(row["input_data"] for row in dataset_rows())  # thousands of tokens; the stand-in reads 256
+    # under the 2,000 characters a message may have, but hundreds of tokens where the stand-in reads 256
+    long_message = " ".join(row["input_data"] for row in dataset_rows())[:1900]
     typed = "\n".join(["안녕", "\udcff\udcfe", long_message, "/memory", "/forget", "/quit", "남은 줄"]) + "\n"
     result = run_in_process(SCRIPT, *chat_args(trained_polyglot, db), stdin=typed.encode("utf-8", "surrogateescape"))
     stdout, stderr = result.stdout, result.stderr
@@ -370,7 +372,7 @@ def test_interactive_session_on_stdin(trained_polyglot: dict, tmp_path: Path):
     assert lines[1:3] == [USER_LABEL + "안녕", lines[2]] and lines[2].startswith(BOT_LABEL)
     assert_clean(lines[2].removeprefix(BOT_LABEL))
     assert lines[3:5] == [USER_LABEL + "\ufffd\ufffd",
-                          "(that line holds bytes that are not UTF-8 text, so it was not sent; type it again)"]
+                          "(that message holds bytes or characters that are not valid text, so it was not sent; type it again)"]
     assert lines[5].startswith(USER_LABEL) and re.fullmatch(
         r"\(message too long: \d{4} tokens with the prompt markers, she reads at most 248; say it in fewer words\)",
         lines[6]), lines[6]
@@ -416,7 +418,7 @@ def test_bytes_that_are_not_utf8_are_a_notice_and_the_chat_goes_on(memory: Memor
     model = StubModel("응!")
     chat, said, _ = make_chat(model, memory)
     chat.handle(b"\xff\xfe \xec\x95\x88".decode("utf-8", "surrogateescape"))
-    assert said == ["(that line holds bytes that are not UTF-8 text, so it was not sent; type it again)"]
+    assert said == ["(that message holds bytes or characters that are not valid text, so it was not sent; type it again)"]
     chat.handle("안녕")
     assert said[-1] == BOT_LABEL + "응!" and model.inputs == ["안녕"]
 
@@ -426,3 +428,43 @@ def test_a_bare_warning_tag_is_neither_shown_nor_stored(memory: MemoryStore):
     chat.handle("엄마 없냐?")
     assert said == [BOT_LABEL + "가족을 두고 하는 모욕은 하지 말아 줘."]
     assert memory.memories() == []
+
+
+# --- marks, and messages that must cost nothing ---
+
+def test_forget_deletes_the_memory_that_was_recalled_and_says_so(memory: MemoryStore):
+    memory.add("[직업: 콜센터 상담원]", "나 콜센터에서 일해")
+    model = StubModel("[잊기] 알겠어, 그 얘기는 지울게.")
+    chat, said, _ = make_chat(model, memory)
+    chat.handle("콜센터 상담원 일 얘기는 잊어 줘, 떠올리기도 싫어")
+    assert model.inputs == ["[직업: 콜센터 상담원] 콜센터 상담원 일 얘기는 잊어 줘, 떠올리기도 싫어"]
+    assert said[-2:] == ["오로라: 알겠어, 그 얘기는 지울게.", "(forgotten: [직업: 콜센터 상담원])"]
+    assert memory.memories() == [] and chat.last_turn.mark == "잊기"
+
+
+def test_marks_are_never_shown_nor_stored_and_a_forget_without_a_recall_forgets_nothing(memory: MemoryStore):
+    memory.add("[취미: 뜨개질]", "나 뜨개질 해")
+    chat, said, _ = make_chat(StubModel("[위기] 지금 안전한 곳에 있어? 109에 전화하면 24시간 들어 줘.",
+                                        "[잊기] 응, 잊을게."), memory)
+    chat.handle("다 그만하고 싶어")
+    assert said[-1] == "오로라: 지금 안전한 곳에 있어? 109에 전화하면 24시간 들어 줘." and chat.last_turn.mark == "위기"
+    chat.handle("ㅋㅋ 아무거나 잊어 줘")  # nothing recalled for it: the stored memory stays
+    assert [m.tag for m in memory.memories()] == ["[취미: 뜨개질]"] and chat.last_turn.forgot is None
+
+
+def test_a_huge_message_is_refused_before_anything_reads_it(memory: MemoryStore):
+    """150,000 spaces after "[" once froze the web server for a minute and a half: now one line, at once."""
+    model = StubModel()
+    chat, said, _ = make_chat(model, memory)
+    chat.handle("[a" + " " * 150_000 + "b")
+    assert said == ["(message too long: 150,003 characters, she reads at most 2,000; say it in fewer words)"]
+    assert model.inputs == []
+
+
+def test_text_that_is_not_valid_unicode_is_not_sent(memory: MemoryStore):
+    for message in ("\udcff\udcfe 안녕", "브라우저가 보낸 \ud800 반쪽"):  # bytes not UTF-8; a lone surrogate
+        model = StubModel()
+        chat, said, _ = make_chat(model, memory)
+        chat.handle(message)
+        assert said == ["(that message holds bytes or characters that are not valid text, so it was not sent; "
+                        "type it again)"] and model.inputs == []

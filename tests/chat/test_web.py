@@ -4,7 +4,7 @@ process on the tiny stand-in + adapter (started with the module), whose answer m
 
 The stub page is served once for the module, in a thread, on a free port of 127.0.0.1; every server stops at the
 end. The stub test takes the screenshot after a tagged answer (saved where OHLORA_SCREENSHOT says:
-`OHLORA_SCREENSHOT=docs/web-chat.png python -m pytest tests/test_web_chat.py` updates the README's picture).
+`OHLORA_SCREENSHOT=docs/web-chat.png python -m pytest tests/chat/test_web.py` updates the README's picture).
 """
 
 import os
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.memory import ValueScorer
 from helpers.scripts import free_port, heavy_modules_after_help, run_in_process, run_script, start_script
 from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER
 from llm.common.inference import Answer
@@ -137,7 +138,7 @@ def test_text_shown_while_streaming_has_no_tag_or_markers(raw: str, shown: str):
 def test_a_conversation_streams_then_ends_with_the_turn(tmp_path: Path):
     from llm.chat.web import PageServices, Conversation
 
-    memory = MemoryStore(tmp_path / "m.db")
+    memory = MemoryStore(tmp_path / "m.db", scorer=ValueScorer())
     conversation = Conversation(PageServices(StubModel(), too_long=too_long, memory=memory, log=lambda text: None))
     events = list(conversation.stream("나 내일 면접 봐"))
     texts = [value for kind, value in events if kind == "text"]
@@ -198,7 +199,7 @@ def stub_page(tmp_path_factory: pytest.TempPathFactory):
     from llm.chat.web import PageServices, build_app, launch
 
     model = StubModel()
-    memory = MemoryStore(tmp_path_factory.mktemp("web") / "memory.db")
+    memory = MemoryStore(tmp_path_factory.mktemp("web") / "memory.db", scorer=ValueScorer())
     app = build_app(PageServices(model, too_long=too_long, memory=memory, log=lambda text: None))
     url = launch(app, "127.0.0.1", free_port())
     try:

@@ -5,9 +5,11 @@ cases of tests/test_faults.py, which also checks that nothing was written.
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +20,10 @@ from llm.common.cli import UserError
 from llm.common.specs import POLYGLOT
 from llm.fine_tuning.options import parse_options
 from llm.fine_tuning.program import prepare
-from llm.common.outputs import SAVE_MARKER, OutputError, disk_full, recover_interrupted_save, save_folder_atomically
+from llm.common.outputs import (
+    SAVE_MARKER, Busy, OutputError, check_not_busy, disk_full, output_lock, recover_interrupted_save,
+    save_folder_atomically,
+)
 from llm.fine_tuning.resume import remove_run_files, scan
 
 FINE_TUNE = "llm/run_fine_tuning_polyglot.py"
@@ -129,6 +134,52 @@ def test_full_disk_on_save_is_one_line_and_keeps_the_old(tmp_path):
 
 
 
+
+
+def test_a_full_disk_in_a_library_without_an_oserror_is_the_same_one_line(tmp_path):
+    """safetensors reports a full disk as its own SafetensorError: still one line, and the old folder stays."""
+    from safetensors import SafetensorError
+
+    target = tmp_path / "adapter"
+    save_folder_atomically(target, write_files("old"), "adapter")
+
+    def full(folder: Path) -> None:
+        raise SafetensorError("Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "
+                              "\"No space left on device\" })")
+
+    with pytest.raises(OutputError, match=rf"^adapter not saved: no space left on {re.escape(str(target))}$"):
+        save_folder_atomically(target, full, "adapter")
+    assert (target / "adapter_config.json").read_text() == "old"
+
+    def bug(folder: Path) -> None:
+        raise RuntimeError("a bug, not the disk")
+
+    with pytest.raises(RuntimeError, match="a bug"):  # not every error is the storage's
+        save_folder_atomically(target, bug, "adapter")
+
+
+def test_a_place_another_process_writes_is_refused_and_freed_when_it_ends_however(tmp_path):
+    place = tmp_path / "adapter"
+    with output_lock(place, "--output-dir"):
+        with pytest.raises(Busy, match=rf"--output-dir {re.escape(str(place))}: in use by process {os.getpid()} "):
+            check_not_busy(place, "--output-dir")
+        with pytest.raises(Busy):
+            with output_lock(place, "--output-dir"):
+                pass
+    check_not_busy(place, "--output-dir")  # released
+    assert list(tmp_path.iterdir()) == []  # and nothing is left beside the place
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom llm.common.outputs import output_lock\n"
+                               "with output_lock(sys.argv[1], '--output-dir'):\n    print('held', flush=True)\n"
+                               "    time.sleep(600)\n", str(place)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(Busy, match=rf"in use by process {holder.pid} "):
+        check_not_busy(place, "--output-dir")
+    holder.kill()  # kill -9: no clean-up ran, yet the lock is not stale
+    holder.wait()
+    check_not_busy(place, "--output-dir")
+    with output_lock(place, "--output-dir"):  # the file the killed run left is taken over, then removed
+        pass
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_full_disk_is_recognised_without_an_errno(tmp_path, monkeypatch):

@@ -1,5 +1,6 @@
 """The fine-tuning pipeline: labels, stopping, loading real-layout folders, saving, logs, data parallel."""
 
+import csv
 import importlib.util
 import json
 import re
@@ -353,3 +354,65 @@ def test_two_process_data_parallel_run(tmp_path, small_dataset):
     assert len(list((tmp_path / "logs").glob("*.txt"))) == 1
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert "processes: 2" in next((tmp_path / "logs").glob("*.txt")).read_text(encoding="utf-8")
+
+
+# --- QLoRA on the stand-in: 4-bit base weights, gradient checkpointing and a recipe file, then the chat ---
+
+@pytest.fixture(scope="module")
+def qlora_run(tmp_path_factory, small_dataset):
+    root = tmp_path_factory.mktemp("qlora")
+    recipe = root / "recipe.yaml"
+    recipe.write_text("quantization: 4bit\nlora_rank: 16\nepochs: 3\nlearning-rate: 0.003\n", encoding="utf-8")
+    paths = {"model_dir": root / "no_weights", "adapter": root / "adapter", "logs": root / "logs", "recipe": recipe}
+    result = run_in_process("llm/run_fine_tuning_polyglot.py", "--config", str(recipe), "--gradient-checkpointing",
+                            "--epochs", "2", "--dataset", str(small_dataset), "--model-dir", str(paths["model_dir"]),
+                            "--output-dir", str(paths["adapter"]), "--logs-dir", str(paths["logs"]))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return paths | {"stdout": result.stdout, "log": next(paths["logs"].glob("*.txt")).read_text(encoding="utf-8")}
+
+
+def test_a_4bit_run_from_a_recipe_file_says_so_and_its_losses_fall(qlora_run):
+    log = qlora_run["log"]
+    assert "memory: base weights in 4 bits (NF4, double quantisation; bitsandbytes), LoRA trained over them; " \
+           "gradient checkpointing on" in log
+    assert (f"config {qlora_run['recipe']}: quantization=4bit, lora_rank=16, epochs=3 (the command line: 2), "
+            f"learning_rate=0.003") in log
+    assert "hyperparameters: epochs=2, lora_rank=16, " in log
+    losses = [float(loss) for loss in re.findall(r"^epoch \d/2: train loss ([\d.]+),", qlora_run["stdout"], re.M)]
+    assert len(losses) == 2 and losses[1] < losses[0]
+
+
+def test_the_chat_answers_with_the_adapter_a_4bit_run_saved(qlora_run, tmp_path):
+    result = run_in_process("llm/run_chat.py", "--model-dir", str(qlora_run["model_dir"]), "--adapter-dir",
+                            str(qlora_run["adapter"]), "--memory-db", str(tmp_path / "m.db"), "--prompt", "안녕!")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [line for line in result.stdout.splitlines() if line.startswith("오로라: ")]
+
+
+def test_a_recipe_file_with_an_unknown_or_bad_option_is_one_line(tmp_path):
+    for text, says in (("lora_rnk: 16\n", r"'lora_rnk' is not an option of this script \(did you mean lora_rank\?\)"),
+                       ("quantization: 2bit\n", r"quantization: '2bit' is not one of none, 4bit, 8bit"),
+                       ("epochs: [1, 2]\n", r"epochs: expected one value"), ("- a\n- b\n", r"expected option: value")):
+        recipe = tmp_path / "recipe.yaml"
+        recipe.write_text(text, encoding="utf-8")
+        result = run_in_process("llm/run_fine_tuning_polyglot.py", "--config", str(recipe))
+        assert result.returncode == 2 and len(result.stderr.splitlines()) == 1, result.stderr
+        assert re.match(rf"error: --config {re.escape(str(recipe))}: .*{says}", result.stderr), result.stderr
+
+
+def test_a_row_too_long_for_the_stand_in_is_refused_before_the_stand_in_is_built(tmp_path, monkeypatch, small_dataset):
+    rows = list(csv.DictReader(small_dataset.open(encoding="utf-8", newline="")))
+    rows[1]["input_data"] = " ".join(f"단어{number}" for number in range(400))
+    dataset = tmp_path / "long.csv"
+    with dataset.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    cache = tmp_path / "tiny-cache"
+    monkeypatch.setenv("OHLORA_TINY_CACHE", str(cache))
+    with pytest.raises(UserError, match=r"row 3: prompt and answer are \d+ tokens, longer than the model's context of "
+                                        r"256; shorten the row"):
+        prepare(POLYGLOT, parse_options(POLYGLOT, ["--dataset", str(dataset), "--model-dir", str(tmp_path / "none"),
+                                                   "--output-dir", str(tmp_path / "adapter"), "--logs-dir",
+                                                   str(tmp_path / "logs")]))
+    assert not cache.exists() or not any(cache.iterdir())

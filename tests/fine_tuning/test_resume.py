@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from llm.common.cli import UserError, run_main
 from llm.fine_tuning.options import parse_options
 from llm.fine_tuning.program import fine_tune
+from llm.fine_tuning.resume import resumed_settings
 from llm.common.specs import POLYGLOT, Recipe
 
 SCRIPT = "llm/run_fine_tuning_polyglot.py"
@@ -77,7 +78,8 @@ def killed(tmp_path_factory, small_dataset, uninterrupted) -> dict:
     pristine = tmp_path_factory.mktemp("pristine") / "adapter_checkpoints"
     shutil.copytree(checkpoints, pristine)  # for the refusal tests: the resume below consumes the original
     return {"root": root, "adapter": adapter, "checkpoints": checkpoints, "previous": previous,
-            "after_kill": files(adapter), "folders_after_kill": sorted(p.name for p in adapter.parent.iterdir()),
+            "after_kill": files(adapter), "folders_after_kill": sorted(p.name for p in adapter.parent.iterdir()
+                                                                      if not p.name.endswith(".lock")),
             "pristine": pristine, "dataset": small_dataset}
 
 
@@ -176,3 +178,39 @@ def test_resume_with_only_a_cut_off_checkpoint_says_there_is_none(tmp_path, kill
                                         r"run without --resume to start over"):
         fine_tune(POLYGLOT, parse_options(POLYGLOT, 
             ["--output-dir", str(tmp_path / "adapter"), "--logs-dir", str(tmp_path / "logs"), "--resume"]))
+
+
+def test_a_checkpoint_of_another_run_is_refused_in_one_line(tmp_path, killed):
+    """A checkpoint whose adapter the run's settings would not make (copied from another run, another rank) would
+    stop the Trainer on a size mismatch: it is named instead."""
+    checkpoints = tmp_path / "adapter_checkpoints"
+    shutil.copytree(killed["pristine"], checkpoints)
+    config_path = checkpoints / "checkpoint-6" / "adapter_config.json"
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "r": 8}))
+    with pytest.raises(UserError, match=r"--resume: .*checkpoint-6 holds a LoRA adapter of rank 8 on query_key_value, "
+                                        r"but the run's settings make rank 64 on query_key_value .*: it is another "
+                                        r"run's; delete .*adapter_checkpoints to start over"):
+        fine_tune(POLYGLOT, parse_options(POLYGLOT, ["--output-dir", str(tmp_path / "adapter"), "--logs-dir",
+                                                     str(tmp_path / "logs"), "--resume"]))
+
+
+def test_a_moved_dataset_is_found_by_its_content(tmp_path, killed):
+    checkpoints = tmp_path / "adapter_checkpoints"
+    shutil.copytree(killed["pristine"], checkpoints)
+    settings_path = checkpoints / "run_settings.json"
+    settings = json.loads(settings_path.read_text())
+    moved = tmp_path / "moved.csv"
+    shutil.copy(settings["dataset"], moved)
+    settings_path.write_text(json.dumps({**settings, "dataset": str(tmp_path / "gone.csv")}))
+
+    def resumed(*flags: str):
+        return resumed_settings(POLYGLOT, parse_options(POLYGLOT, ["--resume", *flags]), checkpoints, 1)
+
+    with pytest.raises(UserError, match=r"the run's dataset .*gone\.csv is gone: give the same file's place with "
+                                        r"--dataset"):
+        resumed()
+    assert resumed("--dataset", str(moved))[2] == moved
+    other = tmp_path / "other.csv"
+    other.write_text(moved.read_text(encoding="utf-8").replace("train", "valid", 1), encoding="utf-8")
+    with pytest.raises(UserError, match=r"--dataset .*other\.csv \(the run has .*gone\.csv\)"):
+        resumed("--dataset", str(other))

@@ -1,5 +1,6 @@
 """Model FLOPs of LoRA training, and what a measured rate makes of them (docs/gpu.md: counting FLOPs)."""
 
+import math
 from dataclasses import dataclass
 
 
@@ -11,10 +12,12 @@ def matmul_parameters(model) -> tuple[int, int]:
     trainable = frozen = 0
     for module in model.modules():
         if isinstance(module, torch.nn.Linear):
+            state = getattr(module.weight, "quant_state", None)  # 4 bits: two weights a byte, the shape kept here
+            weights = math.prod(state.shape) if state is not None else module.weight.numel()
             if module.weight.requires_grad:
-                trainable += module.weight.numel()
+                trainable += weights
             else:
-                frozen += module.weight.numel()
+                frozen += weights
     return trainable, frozen
 
 

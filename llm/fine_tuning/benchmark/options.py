@@ -7,7 +7,7 @@ from pathlib import Path
 
 from llm.common.cli import ArgumentParser, UserError, int_range, positive_float
 from llm.common.options import add_options, from_args, given, option
-from llm.common.specs import DEFAULT_DATASET, GEMMA, POLYGLOT, SHAPES, repo_relative
+from llm.common.specs import DEFAULT_DATASET, GEMMA, POLYGLOT, QUANTIZATIONS, SHAPES, repo_relative
 from llm.fine_tuning.benchmark.results import DEFAULT_OUTPUT_DIR, RECIPE_EPOCHS
 from llm.fine_tuning.speed import SpeedOptions, add_speed_options
 
@@ -34,6 +34,10 @@ class BenchmarkOptions:
                                     "temporary folder, removed at the end); without it nothing is saved")
     max_seconds: float | None = option(None, "stop after the epoch that would end past this many seconds of "
                                        "training (the total is still projected to 60 epochs)", type=positive_float)
+    quantization: str = option("none", "the base's linear layers in 4 or 8 bits, as the fine-tuning scripts' "
+                               "--quantization (a full shape's random weights are saved to a temporary folder "
+                               "first, to load them as the scripts do)", choices=QUANTIZATIONS)
+    gradient_checkpointing: bool = option(False, "as the fine-tuning scripts' --gradient-checkpointing")
     speed: SpeedOptions = dataclasses.field(default_factory=SpeedOptions)
 
     @property

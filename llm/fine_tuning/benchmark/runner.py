@@ -12,11 +12,14 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from peft import prepare_model_for_kbit_training
 
 from llm.common.cli import error_line
 from llm.common.data import Splits, check_fits_context
 from llm.common.logs import NoLog
-from llm.common.models import LoadedModel, build_full_size, ensure_tiny_model, load_local, load_tokenizer
+from llm.common.models import (
+    LoadedModel, build_full_size, ensure_tiny_model, load_local, load_tokenizer, save_in_hub_layout,
+)
 from llm.common.specs import ModelSpec, recipe_for
 from llm.fine_tuning import program, resume
 from llm.fine_tuning.benchmark.compare import unavailable_in_comparison
@@ -32,18 +35,23 @@ from llm.fine_tuning.options import FineTuningOptions
 from llm.fine_tuning.speed import with_attention
 
 
-def build_loaded(spec: ModelSpec, is_tiny: bool, splits: Splits, device: str, dtype, attn: str | None,
-                 seed: int) -> LoadedModel:
-    """The model to train: the tiny stand-in (loaded as the scripts load it), or the full shape built at random."""
+def build_loaded(spec: ModelSpec, is_tiny: bool, splits: Splits, device: str, dtype, attn: str | None, seed: int,
+                 quantization: str, work: Path) -> LoadedModel:
+    """The model to train: the tiny stand-in (loaded as the scripts load it), or the full shape built at random
+    (saved to `work` and loaded from there when it is to be quantised, as the scripts load weights)."""
     spec = with_attention(spec, attn)
     tiny_dir = ensure_tiny_model(spec, splits)  # the stand-in; its tokenizer drives the full shapes too
     if is_tiny:
-        loaded = load_local(spec, tiny_dir, device, dtype)
+        loaded = load_local(spec, tiny_dir, device, dtype, quantization=quantization)
         loaded.is_tiny = True
         return loaded
     tokenizer = load_tokenizer(tiny_dir)
     torch.manual_seed(seed)
-    return LoadedModel(build_full_size(spec, tokenizer, device, dtype), tokenizer, tiny_dir, is_tiny=False)
+    if quantization == "none":
+        return LoadedModel(build_full_size(spec, tokenizer, device, dtype), tokenizer, tiny_dir, is_tiny=False)
+    folder = work / "full_size_random"
+    save_in_hub_layout(build_full_size(spec, tokenizer, "cpu", dtype), tokenizer, folder)
+    return load_local(spec, folder, device, dtype, quantization=quantization)
 
 
 @contextlib.contextmanager
@@ -80,9 +88,11 @@ class BenchmarkRun:
 
     def columns(self, variant: Variant, dtype_text: str) -> dict[str, object]:
         """The columns every row of a variant shares."""
+        memory = {"4bit": " (4-bit base)", "8bit": " (8-bit base)"}.get(self.options.quantization, "")
+        memory += " (gradient checkpointing)" if self.options.gradient_checkpointing else ""
         return dict(date=datetime.now().strftime("%Y-%m-%d %H:%M"), variant=variant.name,
                     flags=" ".join(variant.speed.flags()), shape=self.options.shape,
-                    device=self.machine.device.describe(), dtype=dtype_text)
+                    device=self.machine.device.describe(), dtype=dtype_text + memory)
 
     def skip(self, variant: Variant, reason: str) -> Outcome:
         status = f"skipped: {reason}"
@@ -129,18 +139,22 @@ class BenchmarkRun:
     def _run_of(self, variant: Variant, loaded: LoadedModel, dtype, epochs: int, work: Path) -> program.Run:
         """The fine-tuning program's Run for this variant, as prepare would make it, in a scratch folder."""
         recipe = recipe_for(self.options.is_tiny, epochs=epochs)
+        quantization = self.options.quantization
+        if quantization != "none":  # as prepare does
+            loaded.model = prepare_model_for_kbit_training(
+                loaded.model, use_gradient_checkpointing=self.options.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False})
         return program.Run(
-            spec=self.spec, options=FineTuningOptions(), output_dir=work / "adapter", logs_dir=work / "logs",
+            spec=self.spec, options=FineTuningOptions(gradient_checkpointing=self.options.gradient_checkpointing),
+            output_dir=work / "adapter", logs_dir=work / "logs",
             checkpoints=resume.Checkpoints(work / "checkpoints", [], []), model_dir=loaded.model_dir,
-            dataset=self.splits.path, splits=self.splits, recipe=recipe, speed=variant.speed, loaded=loaded,
+            dataset=self.splits.path, splits=self.splits, recipe=recipe, speed=variant.speed,
+            quantization=quantization, loaded=loaded,
             device=self.machine.device, dtype=dtype, state=PartialState(cpu=not self.machine.on_gpu),
             started=time.time())
 
     def _train(self, variant: Variant, dtype, columns: dict, epochs: int) -> Outcome:
         speed, peak = variant.speed, self.machine.peak_tflops
-        loaded = build_loaded(self.spec, self.options.is_tiny, self.splits, self.machine.device.kind, dtype,
-                              speed.attn, recipe_for(self.options.is_tiny).seed)
-        check_fits_context(self.splits, loaded.tokenizer, loaded.model.config.max_position_embeddings)
 
         def emit(times: EpochTimes) -> None:  # called at each epoch's end; LoRA is attached by then
             flops = flops_per_token(*timer.parameters)
@@ -149,6 +163,10 @@ class BenchmarkRun:
 
         timer = EpochTimer(self.machine.on_gpu, epochs, self.options.max_seconds, emit)
         with tempfile.TemporaryDirectory(prefix="benchmark_training-") as work:
+            loaded = build_loaded(self.spec, self.options.is_tiny, self.splits, self.machine.device.kind, dtype,
+                                  speed.attn, recipe_for(self.options.is_tiny).seed, self.options.quantization,
+                                  Path(work))
+            check_fits_context(self.splits, loaded.tokenizer, loaded.model.config.max_position_embeddings)
             run = self._run_of(variant, loaded, dtype, epochs, Path(work))
             print(f"[{variant.name}] model: {sum(p.numel() for p in loaded.model.parameters()):,} parameters, "
                   f"{sum(matmul_parameters(loaded.model)):,} of them in matrix products; "
