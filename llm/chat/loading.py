@@ -79,15 +79,22 @@ class ChatModel:
     max_trials: int
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def answer(self, model_input: str, on_text: Callable[[str], None] | None = None) -> Answer:
-        """What the terminal chat answers; with on_text, the raw text so far goes there while it is generated
-        (the same Answer comes back either way: streaming only watches). One generation at a time."""
+    def answer(self, model_input: str, on_text: Callable[[str], None] | None = None, *,
+               temperature: float | None = None, greedy: bool = False, top_p: float = 1.0,
+               max_new_tokens: int | None = None, seed: int | None = None) -> Answer:
+        """What the chats answer; with on_text, the raw text so far goes there while it is generated (the same
+        Answer comes back either way: streaming only watches). One generation at a time, so a seed set here is
+        the one this generation draws from. By default at the chat's temperature and length limit."""
         model = self.loaded.model
         if on_text is not None:
             model = _Streaming(model, _TextSoFar(self.loaded.tokenizer, on_text))
         with self.lock:
-            return generate_answers(model, self.loaded.tokenizer, [model_input], temperature=self.temperature,
-                                    max_trials=self.max_trials, batch_size=1)[0]
+            if seed is not None:
+                set_seed(seed)
+            return generate_answers(model, self.loaded.tokenizer, [model_input],
+                                    temperature=None if greedy else (temperature or self.temperature),
+                                    top_p=top_p, max_new_tokens=max_new_tokens, max_trials=self.max_trials,
+                                    batch_size=1)[0]
 
     def too_long(self) -> Callable[[str], str | None]:
         return length_guard(self.loaded.tokenizer, self.loaded.model.config.max_position_embeddings)

@@ -57,12 +57,15 @@ def format_answers(title: str, answers: list[Answer]) -> str:
 
 @torch.no_grad()
 def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
-                    temperature: float | None, max_length: int) -> list[tuple[str, int, str]]:
+                    temperature: float | None, max_length: int, top_p: float = 1.0,
+                    max_new_tokens: int | None = None) -> list[tuple[str, int, str]]:
     encoded = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
     prompt_lengths = encoded["attention_mask"].sum(dim=1).tolist()
     # Each prompt gets its own budget, so an answer does not depend on the batch it landed in.
     budgets = [max(max_length - length, MIN_NEW_TOKENS) for length in prompt_lengths]
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} \
+    if max_new_tokens is not None:  # a caller may shorten an answer, never lengthen it past max_length
+        budgets = [min(budget, max_new_tokens) for budget in budgets]
+    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": top_p} \
         if temperature else {"do_sample": False, "temperature": None, "top_k": None, "top_p": None}
     output = model.generate(
         **encoded,
@@ -94,8 +97,10 @@ def length_guard(tokenizer: PreTrainedTokenizerBase, context: int) -> Callable[[
 def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, user_inputs: list[str], *,
                      temperature: float | None = None, max_length: int = MAX_LENGTH,
                      batch_size: int = DEFAULT_BATCH_SIZE, max_trials: int = DEFAULT_MAX_TRIALS,
+                     top_p: float = 1.0, max_new_tokens: int | None = None,
                      progress: str | None = None) -> list[Answer]:
-    """Answer every input, in batches of similar length; sample at `temperature`, or greedy when None.
+    """Answer every input, in batches of similar length; sample at `temperature` (nucleus `top_p`), or greedy
+    when None; `max_new_tokens` only shortens the budget `max_length` leaves.
 
     Empty answers are generated again (sampling only: greedy would repeat them) up to `max_trials`.
     """
@@ -110,7 +115,8 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     while pending:
         for start in range(0, len(pending), batch_size):
             batch = pending[start:start + batch_size]
-            outputs = _generate_batch(model, tokenizer, [prompts[i] for i in batch], temperature, max_length)
+            outputs = _generate_batch(model, tokenizer, [prompts[i] for i in batch], temperature, max_length,
+                                      top_p, max_new_tokens)
             for index, output in zip(batch, outputs):
                 results[index] = output
                 trials[index] += 1
