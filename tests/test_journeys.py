@@ -284,6 +284,27 @@ def test_the_web_chat_serves_its_page(fine_tuned: dict, clone: Path):
     assert "Traceback" not in stderr
 
 
+def test_the_api_answers_the_docs_openai_client_as_written(fine_tuned: dict, clone: Path):
+    assert fine_tuned["code"] == 0
+    port = free_port()
+    argv = documented("docs/api.md", "python llm/run_api.py --api-key") + ["--port", str(port)]
+    process = subprocess.Popen([sys.executable, *argv[1:]], cwd=clone, env=user_environment(clone),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        listening = process.stdout.readline()  # printed once it listens, after the model has loaded
+        assert f"http://127.0.0.1:{port}/v1" in listening, process.stderr.read() if process.poll() else listening
+        client = documented_python("docs/api.md", "from openai import OpenAI").replace(":8000/", f":{port}/")
+        result = plain_process(client, cwd=clone)
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    printed = result.stdout.splitlines()
+    assert len(printed) == 3 and printed[0] and printed[2], printed  # the answer, what memory did, the stream
+    assert ANSWER_END not in result.stdout and "recalled" in printed[1]
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+
+
 def test_every_journey_left_git_status_clean(clone: Path):
     """Last in this module: what the journeys ran wrote only git-ignored files, and rewrote no committed one."""
     assert _git("status", "--porcelain", "--untracked-files=all", cwd=clone) == ""
