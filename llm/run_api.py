@@ -39,7 +39,7 @@ def main() -> int:
     folder, memory_off = (None, "memory is off (--no-memory)") if options.no_memory else open_users_folder(
         users_folder(memory_file(options.memory_db, stand_in)), warn)
     if folder is not None:
-        from llm.memory.relevance import load_scorer
+        from llm.memory.chat_scorer import load_scorer
 
         load_scorer()  # a broken encoder folder is one line now, not a failure at the first request
     services = ApiServices(api_answerer(model), model_id, too_long=model.too_long(), prompt_tokens=prompt_tokens(model),

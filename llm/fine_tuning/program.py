@@ -84,6 +84,21 @@ def check_output_places(output_dir: Path, logs_dir: Path) -> tuple[Path, Path]:
     return output_dir, logs_dir
 
 
+def _checkpoints(output_dir: Path, resuming: bool) -> resume.Checkpoints:
+    """The run's checkpoints, when they fit what was asked: some to continue from with --resume, none without."""
+    check_not_busy(output_dir, "--output-dir")  # a live run's checkpoints are not an unfinished run's
+    checkpoints = resume.scan(resume.checkpoint_dir_for(output_dir))
+    if resuming and checkpoints.latest is None:
+        cut_off = f" ({', '.join(path.name for path in checkpoints.incomplete)}: cut off while being written)" \
+            if checkpoints.incomplete else ""
+        raise UserError(f"--resume: no complete checkpoint in {checkpoints.folder} to continue from{cut_off}: "
+                        f"run without --resume to start over")
+    if not resuming and checkpoints.complete:
+        raise UserError(f"{checkpoints.folder} holds checkpoints of an unfinished run: "
+                        f"add --resume to continue it, or delete that folder to start over")
+    return checkpoints
+
+
 def prepare(spec: ModelSpec, options: FineTuningOptions, held: contextlib.ExitStack | None = None) -> Run:
     """Check every input and output place, then load data and model; a UserError (one line) before any write.
 
@@ -92,16 +107,7 @@ def prepare(spec: ModelSpec, options: FineTuningOptions, held: contextlib.ExitSt
     state = PartialState(cpu=not torch.cuda.is_available())
     output_dir, logs_dir = check_output_places(options.output_dir or spec.adapter_dir,
                                                options.logs_dir or spec.logs_dir)
-    check_not_busy(output_dir, "--output-dir")  # a live run's checkpoints are not an unfinished run's
-    checkpoints = resume.scan(resume.checkpoint_dir_for(output_dir))
-    if options.resume and checkpoints.latest is None:
-        cut_off = f" ({', '.join(path.name for path in checkpoints.incomplete)}: cut off while being written)" \
-            if checkpoints.incomplete else ""
-        raise UserError(f"--resume: no complete checkpoint in {checkpoints.folder} to continue from{cut_off}: "
-                        f"run without --resume to start over")
-    if not options.resume and checkpoints.complete:
-        raise UserError(f"{checkpoints.folder} holds checkpoints of an unfinished run: "
-                        f"add --resume to continue it, or delete that folder to start over")
+    checkpoints = _checkpoints(output_dir, options.resume)
     recipe = None
     if options.resume:
         recipe, model_dir, dataset, quantization = resume.resumed_settings(spec, options, checkpoints.folder,

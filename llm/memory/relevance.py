@@ -1,19 +1,15 @@
-"""Which stored memory goes in front of a message: the scorer interface, and the scorer the chat uses.
+"""Which stored memory goes in front of a message: the scorer interface.
 
 A scorer gives each stored "[key: value]" tag a relevance in [0, 1] to a message and recalls the best one only
-when it reaches the scorer's own threshold. Two kinds exist: the fine-tuned sentence encoder
-(encoder_scorer.py), used when its folder ENCODER_DIR exists, and the offline scorer (offline_scorer.py, Kiwi
-morphemes and a fitted logistic model) otherwise. A scorer is an object, loaded once per process and passed to
-whoever needs another one (a test, the evaluation of a refit): nothing here is a module global that changes.
+when it reaches the scorer's own threshold. Two kinds exist: the fine-tuned sentence encoder (encoder_scorer.py)
+and the offline scorer (offline_scorer.py, Kiwi morphemes and a fitted logistic model); chat_scorer.py says which
+one the chat uses. A scorer is an object, loaded once per process and passed to whoever needs another one (a test,
+the evaluation of a refit): nothing here is a module global that changes.
 """
 
-from pathlib import Path
-
 from llm.common.cli import UserError
-from llm.common.specs import MODELS_DIR
 from llm.common.tags import normalise_part, parse_memory_tag
 
-ENCODER_DIR = MODELS_DIR / "retrieval_encoder"  # train_retrieval.py --encoder saves here; git-ignored
 # Scorers read at most this many characters of a message: scoring costs a bounded time whatever was pasted, and
 # what a chat message says about a memory is in its first 2,000 characters.
 MAX_MESSAGE_CHARS = 2000
@@ -61,15 +57,3 @@ class Scorer:
         if best is None or best[1] < self.threshold:
             return None
         return best
-
-
-def load_scorer(encoder_dir: Path | None = None) -> Scorer:
-    """The chat's scorer: the encoder of `encoder_dir` (default ENCODER_DIR) when that folder exists (ScorerError
-    when it is broken), else the offline scorer. Each is loaded once per process; its heavy part (Kiwi or torch)
-    at the first message."""
-    encoder_dir = ENCODER_DIR if encoder_dir is None else Path(encoder_dir)
-    if encoder_dir.exists():
-        from llm.memory.encoder_scorer import EncoderScorer
-        return EncoderScorer.load(encoder_dir)
-    from llm.memory.offline_scorer import OfflineScorer
-    return OfflineScorer.load()

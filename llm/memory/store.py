@@ -20,7 +20,8 @@ from typing import Iterator, NamedTuple
 
 from llm.common.tags import normalise_part, parse_memory_tag, parse_tag
 from llm.memory.expiry import expires_at, is_expired
-from llm.memory.relevance import Scorer, load_scorer
+from llm.memory.chat_scorer import load_scorer
+from llm.memory.relevance import Scorer
 
 BUSY_TIMEOUT_S = 10.0  # how long a write waits for another process's transaction before giving up
 # PRAGMA application_id of this project's memory files ("OhLR"): another program's SQLite file is left untouched.
@@ -87,7 +88,7 @@ _MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
 class MemoryStore:
     """Memory tags in a SQLite file; raises MemoryUnavailable (one line naming the file) if it is unusable.
 
-    `scorer` ranks the memories for a message (default: the chat's, llm.memory.relevance.load_scorer, which
+    `scorer` ranks the memories for a message (default: the chat's, llm.memory.chat_scorer.load_scorer, which
     raises ScorerError for a broken encoder folder before the file is opened); `now` is the clock.
     """
 

@@ -16,8 +16,9 @@ from llm.chat.chat import Chat, open_memory
 from llm.common.tags import parse_memory_tag
 from llm.memory.encoder_scorer import INFO_FILE, EncoderScorer
 from llm.memory.offline_scorer import OfflineScorer
-from llm.memory import relevance
-from llm.memory.relevance import ScorerError, load_scorer
+from llm.memory import chat_scorer
+from llm.memory.chat_scorer import load_scorer
+from llm.memory.relevance import ScorerError
 from llm.memory.research.data import CASES_CSV, PAIRS_CSV, read_pairs
 from llm.memory.research.tiny_encoder import ensure_tiny_encoder
 from llm.memory.store import MemoryStore
@@ -95,16 +96,16 @@ def test_the_chat_recalls_through_the_encoder(trained, tmp_path: Path):
 
 def test_the_chats_use_the_encoder_only_when_its_folder_exists(trained, tmp_path: Path, monkeypatch):
     warned = []
-    monkeypatch.setattr(relevance, "ENCODER_DIR", tmp_path / "retrieval_encoder")  # absent
+    monkeypatch.setattr(chat_scorer, "ENCODER_DIR", tmp_path / "retrieval_encoder")  # absent
     store, _ = open_memory(tmp_path / "a.db", warned.append)
     assert isinstance(store.scorer, OfflineScorer)
-    monkeypatch.setattr(relevance, "ENCODER_DIR", trained.out)
+    monkeypatch.setattr(chat_scorer, "ENCODER_DIR", trained.out)
     store, _ = open_memory(tmp_path / "b.db", warned.append)
     assert store.scorer is load_scorer(trained.out)  # loaded once per process
 
 
 def test_a_broken_encoder_folder_stops_the_chats_memory_before_its_file_is_made(trained, tmp_path, monkeypatch):
-    monkeypatch.setattr(relevance, "ENCODER_DIR", _broken(trained, tmp_path, "no weights"))
+    monkeypatch.setattr(chat_scorer, "ENCODER_DIR", _broken(trained, tmp_path, "no weights"))
     with pytest.raises(ScorerError, match="model.safetensors missing"):  # a UserError: one line, exit code 2
         open_memory(tmp_path / "memory.db", lambda line: None)
     assert not (tmp_path / "memory.db").exists()

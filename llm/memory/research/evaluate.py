@@ -13,7 +13,8 @@ relevance. The last lines say what each scorer was fitted on: figures on rows it
 from pathlib import Path
 
 from llm.common.cli import ArgumentParser
-from llm.memory.relevance import ENCODER_DIR, Scorer
+from llm.memory.chat_scorer import ENCODER_DIR
+from llm.memory.relevance import Scorer
 from llm.memory.research.data import (BLIND_CASES_CSV, BLIND_PAIRS_CSV, read_cases, read_pairs, row_slice,
                                       select_rows)
 from llm.memory.research.metrics import best_picks, case_metrics, pair_metrics

@@ -11,7 +11,7 @@ Both fit on the in-repo and development pairs and choose their threshold on the 
 from pathlib import Path
 
 from llm.common.cli import SEED, ArgumentParser, UserError, float_range, int_range, positive_float, positive_int
-from llm.memory.relevance import ENCODER_DIR
+from llm.memory.chat_scorer import ENCODER_DIR
 from llm.memory.research.data import BLIND_CASES_CSV, FIT_CASES, FIT_PAIRS, row_slice
 
 

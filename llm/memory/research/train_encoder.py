@@ -17,7 +17,8 @@ from pathlib import Path
 from llm.common.cli import UserError
 from llm.common.outputs import check_replaceable, save_folder_atomically
 from llm.memory.encoder_scorer import INFO_FILE, EncoderScorer, memory_text
-from llm.memory.relevance import ENCODER_DIR, message_text
+from llm.memory.chat_scorer import ENCODER_DIR
+from llm.memory.relevance import message_text
 from llm.common.tags import parse_memory_tag
 from llm.memory.research.data import Pair, describe_rows, read_cases, read_pairs
 from llm.memory.research.metrics import NONE_RECALL_TARGET, best_picks, case_metrics, choose_threshold, pair_metrics
