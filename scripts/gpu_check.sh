@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU measurements, in stages, each bounded in time (a machine may be lent for minutes only):
+# The GPU measurements, in stages, each bounded in time (a rented machine may be held for minutes only):
 #
 #   bash scripts/gpu_check.sh compare   the training benchmark at Polyglot-Ko 1.3B's full shape: the plain recipe
 #                                       and each speed option for 3 epochs (--compare), within COMPARE_BUDGET s

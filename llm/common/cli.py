@@ -49,9 +49,10 @@ def error_line(error: BaseException) -> str:
 
 def ignore_library_notices() -> None:
     """Notices raised inside the libraries on every run and load, not the user's business: transformers'
-    deprecation notice from peft and TRL, and bitsandbytes' note (on CPUs with AVX-512 bf16) that an optional
-    kernel from the model hub is not installed."""
+    deprecation notices for the gradient-checkpointing names peft and TRL still use, and bitsandbytes' note (on
+    CPUs with AVX-512 bf16) that an optional kernel from the model hub is not installed."""
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message="`gradient_checkpointing_enable` is deprecated", category=FutureWarning)
     logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 

@@ -58,7 +58,7 @@ def sft_config(recipe: Recipe, output_dir: Path, device: str, dtype: torch.dtype
     # TRL turns it on by default; off, the recipe keeps every activation (faster), on, it recomputes them (less memory).
     settings[_CHECKPOINTING] = gradient_checkpointing
     if gradient_checkpointing:
-        settings["gradient_checkpointing_kwargs"] = {"use_reentrant": False}  # PyTorch's recommended variant
+        settings[_CHECKPOINTING + "_kwargs"] = {"use_reentrant": False}  # PyTorch's recommended variant
     return SFTConfig(**(settings | overrides))
 
 

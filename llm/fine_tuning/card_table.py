@@ -16,37 +16,39 @@ from llm.common.specs import DEFAULT_DATASET, GEMMA, POLYGLOT
 from llm.fine_tuning.estimate import Plan, memory, time
 
 CARDS_GIB = (8, 12, 16, 24, 80)
-METHODS = (("bf16", "LoRA, bf16"), ("fp32", "LoRA, fp32"), ("4bit", "QLoRA, 4-bit"))
+# (how the weights are held, gradient checkpointing, the row's label)
+METHODS = (("bf16", False, "LoRA, bf16"), ("fp32", False, "LoRA, fp32"), ("4bit", False, "QLoRA, 4-bit"),
+           ("4bit", True, "QLoRA, 4-bit, gradient checkpointing (recipes/qlora.yaml)"))
 # What was measured (card, date, figure): replaces the estimate's claim in its cell.
 MEASURED = {
     ("polyglot", "bf16", 80): "fits: 3.3 GB allocated on an H200 (141 GB), 2026-11-26",
 }
 
 
-def plans() -> list[Plan]:
+def plans() -> list[tuple[str, Plan]]:
     from llm.fine_tuning.dry_run import row_lengths
 
     splits = load_splits(DEFAULT_DATASET)
     table = []
     for spec in (POLYGLOT, GEMMA):
         lengths, _ = row_lengths(spec, spec.model_dir, splits)
-        for method, _label in METHODS:
-            table.append(Plan(spec, method, row_tokens=max(lengths), mean_row_tokens=sum(lengths) / len(lengths),
-                              train_rows=len(splits.train), eval_rows=len(splits.valid_with_answers),
-                              test_prompts=len(splits.valid)))
+        for method, checkpointing, label in METHODS:
+            table.append((label, Plan(spec, method, row_tokens=max(lengths), mean_row_tokens=sum(lengths) / len(lengths),
+                                      train_rows=len(splits.train), eval_rows=len(splits.valid_with_answers),
+                                      test_prompts=len(splits.valid), gradient_checkpointing=checkpointing)))
     return table
 
 
 def markdown() -> str:
-    labels = dict(METHODS)
     lines = ["| model | method | peak (allocated) | " + " | ".join(f"{gib} GB" for gib in CARDS_GIB)
              + " | 60 epochs |", "|---|---|---:|" + "---|" * len(CARDS_GIB) + "---:|"]
-    for plan in plans():
+    for label, plan in plans():
         need = memory(plan)
-        cells = [MEASURED.get((plan.spec.name, plan.method, gib), "fits" if need.fits(gib) else "no")
+        measured = {} if plan.gradient_checkpointing else MEASURED
+        cells = [measured.get((plan.spec.name, plan.method, gib), "fits" if need.fits(gib) else "no")
                  for gib in CARDS_GIB]
         minutes = time(plan).on(None) / 60
-        lines.append(f"| {plan.spec.display_name} | {labels[plan.method]} | {need.peak / 1024:.1f} GiB | "
+        lines.append(f"| {plan.spec.display_name} | {label} | {need.peak / 1024:.1f} GiB | "
                      + " | ".join(cells) + f" | ~{minutes:.0f} min |")
     return "\n".join(lines)
 

@@ -143,9 +143,10 @@ class MemoryStore:
         conn.executemany("DELETE FROM memories WHERE id = ?", expired)
 
     def add(self, tag: str, user_message: str) -> bool:
-        """Store a whole "[key: value]" tag; False (nothing stored) if it is not one."""
+        """Store a whole "[key: value]" tag; False (nothing stored) if it is not one, or holds U+FFFD: bytes a
+        model wrote that decode to no character are no fact to remember."""
         parsed = parse_tag(tag)
-        if parsed is None or not parsed.is_memory:
+        if parsed is None or not parsed.is_memory or "\ufffd" in str(parsed):
             return False
         with self._connect() as conn, conn:
             conn.execute("DELETE FROM memories WHERE key = ?", (parsed.key,))

@@ -368,10 +368,12 @@ def qlora_run(tmp_path_factory, small_dataset):
                             "--epochs", "2", "--dataset", str(small_dataset), "--model-dir", str(paths["model_dir"]),
                             "--output-dir", str(paths["adapter"]), "--logs-dir", str(paths["logs"]))
     assert result.returncode == 0, result.stderr[-3000:]
-    return paths | {"stdout": result.stdout, "log": next(paths["logs"].glob("*.txt")).read_text(encoding="utf-8")}
+    return paths | {"stdout": result.stdout, "stderr": result.stderr,
+                    "log": next(paths["logs"].glob("*.txt")).read_text(encoding="utf-8")}
 
 
 def test_a_4bit_run_from_a_recipe_file_says_so_and_its_losses_fall(qlora_run):
+    assert "Warning" not in qlora_run["stderr"], qlora_run["stderr"][-3000:]  # the libraries' notices stay out
     log = qlora_run["log"]
     assert "memory: base weights in 4 bits (NF4, double quantisation; bitsandbytes), LoRA trained over them; " \
            "gradient checkpointing on" in log

@@ -66,7 +66,8 @@ def version_1_file(path: Path, rows: list[tuple[str, str, str]], application_id:
 
 
 @pytest.mark.parametrize("bad", ["", "   ", "[]", "[: 면접]", "[ : 면접]", "[일정: ]", "[일정 면접]", "[경고]",
-                                 "일정: 면접", "[일정: 면접] 붙은 글", "[[일정: 면접]]", None])
+                                 "일정: 면접", "[일정: 면접] 붙은 글", "[[일정: 면접]]", None,
+                                 "[기분: 좋아 오늘\ufffd 안]"])  # half a character a half-trained model wrote
 def test_malformed_or_empty_tags_are_ignored(store: MemoryStore, bad):
     assert store.add(bad, "나 내일 면접 봐") is False
     assert store.memories() == []
