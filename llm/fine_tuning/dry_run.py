@@ -45,20 +45,44 @@ def row_lengths(spec: ModelSpec, model_dir: Path, splits: Splits) -> tuple[list[
     return [len(encoded.ids) + 1 for encoded in tokenizer.encode_batch(texts)], whose
 
 
-def dry_run(spec: ModelSpec, options: FineTuningOptions) -> int:
-    model_dir = options.model_dir or spec.model_dir
-    splits = load_splits(options.dataset or DEFAULT_DATASET)
-    # The estimate is the real model's; a run without weights would train the tiny stand-in on its own recipe.
+def plan_for(spec: ModelSpec, options: FineTuningOptions, splits: Splits,
+             model_dir: Path) -> tuple[Plan, int, str]:
+    """What the options would run on a GPU with the real model, at the dataset's real lengths; the longest row, and
+    whose tokenizer counted it. The recipe is the real model's: a run without weights trains the stand-in on its
+    own."""
     recipe = recipe_for(False, **options.recipe)
     lengths, whose = row_lengths(spec, model_dir, splits)
-    longest = max(lengths)
     pad = options.speed.get("pad_to_length")
     plan = Plan(spec, "fp32" if options.speed.get("dtype") == "float32" else METHODS[options.quantization or "none"],
-                batch=recipe.batch_size, rank=recipe.lora_rank, row_tokens=max(pad or 0, longest),
+                batch=recipe.batch_size, rank=recipe.lora_rank, row_tokens=max(pad or 0, max(lengths)),
                 mean_row_tokens=sum(lengths) / len(lengths), train_rows=len(splits.train),
                 eval_rows=len(splits.valid_with_answers), test_prompts=len(splits.valid),
                 test_batch=options.speed.get("test_batch_size", len(splits.valid)), epochs=recipe.epochs,
                 gradient_checkpointing=options.gradient_checkpointing)
+    return plan, max(lengths), whose
+
+
+def _about(seconds: float) -> str:
+    return f"about {seconds / 60:.0f} min" if seconds >= 90 else f"about {seconds:.0f} s"
+
+
+def _epochs(count: int) -> str:
+    return f"{count} epoch" + ("" if count == 1 else "s")
+
+
+def estimate_line(plan: Plan, peak_tflops: float | None = None) -> str:
+    """The estimate in one line, for the run's log header."""
+    need, took = memory(plan), time(plan)
+    return (f"{plan.spec.display_name} on a GPU, {plan.method} weights, batch {plan.batch}: peak "
+            f"{need.peak:,.0f} MiB allocated (about {need.card_gib:.1f} GiB of the card), {_epochs(plan.epochs)} in "
+            f"{_about(took.on(peak_tflops))} (docs/gpu.md; --dry-run details it)")
+
+
+def dry_run(spec: ModelSpec, options: FineTuningOptions) -> int:
+    model_dir = options.model_dir or spec.model_dir
+    splits = load_splits(options.dataset or DEFAULT_DATASET)
+    plan, longest, whose = plan_for(spec, options, splits, model_dir)
+    recipe = recipe_for(False, **options.recipe)
     need, took = memory(plan), time(plan)
     weights = "no weights there: this command would run the tiny stand-in on the CPU" \
         if folder_is_empty(model_dir) else "weights there"
@@ -81,7 +105,7 @@ def dry_run(spec: ModelSpec, options: FineTuningOptions) -> int:
         print(f"this machine: {gpu[0]}, {gpu[1]:.0f} GiB: {'fits' if need.fits(gpu[1]) else 'does NOT fit'}")
     else:
         print("this machine: no NVIDIA GPU found (nvidia-smi)")
-    print(f"time for {recipe.epochs} epochs: about {took.on(peak) / 60:.0f} min where kernel launches bind, as "
+    print(f"time for {_epochs(recipe.epochs)}: {_about(took.on(peak))} where kernel launches bind, as "
           f"measured on an H200; the arithmetic alone ({took.compute_tflop:,.0f} TFLOP) takes "
           f"{took.compute_tflop / (0.4 * (peak or 100)):,.0f} s at 40 % of {peak or 100:g} TFLOP/s"
           + ("" if peak else " (this card's peak is not known here)"))

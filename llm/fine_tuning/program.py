@@ -169,12 +169,22 @@ def header(run: Run) -> str:
         f"LoRA targets: {', '.join(run.spec.lora_targets)}",
         f"device: {run.device.describe()}; dtype: {why}; processes: {run.state.num_processes}",
         f"memory: {memory_line(run)}",
+        f"estimate: {estimate(run)}",
         f"speed options: {run.speed.describe()}",
         *([config_line(run.options)] if run.options.config else []),
         f"per-epoch test: {len(splits.valid)} valid prompts, {run.speed.test_batch_size} per generate() call",
         library_versions(),
         f"resume: {run.options.resume}",
     ])
+
+
+def estimate(run: Run) -> str:
+    """What this run's options need with the real model on a GPU (the stand-in's own needs are a CPU's trifle)."""
+    from llm.fine_tuning.benchmark.machine import peak_tflops_for
+    from llm.fine_tuning.dry_run import estimate_line, plan_for
+
+    plan, _, _ = plan_for(run.spec, run.options, run.splits, run.model_dir)
+    return estimate_line(plan, peak_tflops_for(run.device.name) if run.device.kind == "cuda" else None)
 
 
 def memory_line(run: Run) -> str:

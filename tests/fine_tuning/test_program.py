@@ -364,11 +364,12 @@ def qlora_run(tmp_path_factory, small_dataset):
     recipe = root / "recipe.yaml"
     recipe.write_text("quantization: 4bit\nlora_rank: 16\nepochs: 3\nlearning-rate: 0.003\n", encoding="utf-8")
     paths = {"model_dir": root / "no_weights", "adapter": root / "adapter", "logs": root / "logs", "recipe": recipe}
-    result = run_in_process("llm/run_fine_tuning_polyglot.py", "--config", str(recipe), "--gradient-checkpointing",
-                            "--epochs", "2", "--dataset", str(small_dataset), "--model-dir", str(paths["model_dir"]),
-                            "--output-dir", str(paths["adapter"]), "--logs-dir", str(paths["logs"]))
+    args = ["--config", str(recipe), "--gradient-checkpointing", "--epochs", "2", "--dataset", str(small_dataset),
+            "--model-dir", str(paths["model_dir"]), "--output-dir", str(paths["adapter"]), "--logs-dir", str(paths["logs"])]
+    result = run_in_process("llm/run_fine_tuning_polyglot.py", *args)
     assert result.returncode == 0, result.stderr[-3000:]
-    return paths | {"stdout": result.stdout, "stderr": result.stderr,
+    dry = run_in_process("llm/run_fine_tuning_polyglot.py", *args, "--dry-run")
+    return paths | {"stdout": result.stdout, "stderr": result.stderr, "dry_run": dry.stdout,
                     "log": next(paths["logs"].glob("*.txt")).read_text(encoding="utf-8")}
 
 
@@ -380,6 +381,9 @@ def test_a_4bit_run_from_a_recipe_file_says_so_and_its_losses_fall(qlora_run):
     assert (f"config {qlora_run['recipe']}: quantization=4bit, lora_rank=16, epochs=3 (the command line: 2), "
             f"learning_rate=0.003") in log
     assert "hyperparameters: epochs=2, lora_rank=16, " in log
+    # the header says what the real model would need on a GPU with these options, as --dry-run does
+    peak = re.search(r"^estimate: Polyglot-Ko 1\.3B on a GPU, 4bit weights, batch 4: peak ([\d,]+) MiB", log, re.M)
+    assert peak and f"peak GPU memory: {peak[1]} MiB allocated" in qlora_run["dry_run"], qlora_run["dry_run"]
     losses = [float(loss) for loss in re.findall(r"^epoch \d/2: train loss ([\d.]+),", qlora_run["stdout"], re.M)]
     assert len(losses) == 2 and losses[1] < losses[0]
 
