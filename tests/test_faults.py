@@ -305,6 +305,12 @@ CASES = [
     Case("output: --output-dir is a merged model", FINE_TUNE,
          lambda w: fine_tune_args(w, None, None, "--output-dir", str(w.folder("a merged model"))),
          r"--output-dir .*a merged model: holds this project's merged model, not an adapter"),
+    Case("output: --output-dir saved by a newer version", FINE_TUNE,
+         lambda w: fine_tune_args(w, None, None, "--output-dir", str(w.folder("a newer format"))),
+         r"a newer format/ohlora_saved\.json: written by a newer Oh-LoRA \(format 2; this one knows up to 1\): "
+         r"update this checkout, or choose another folder"),
+    Case("output: --output-dir saved by a newer version", EXPORT,
+         lambda w: export_args(w, output=w.folder("a newer format")), r"written by a newer Oh-LoRA \(format 2"),
     Case("output: another run holds --output-dir", FINE_TUNE,
          lambda w: fine_tune_args(w, None, None, "--output-dir", str(w.folder("busy") / "adapter")),
          r"--output-dir .*busy/adapter: in use by process \d+ \(since [\d:]+\); wait for it to end, or choose another"),
@@ -367,6 +373,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory, good_polyglot_folder: Path,
     shutil.copytree(trained_polyglot["adapter_dir"], folders / "another adapter")
     (folders / "a merged model").mkdir()
     (folders / "a merged model" / "ohlora_saved.json").write_text('{"what": "merged model"}', encoding="utf-8")
+    (folders / "a newer format").mkdir()  # saved by a later version of the project
+    (folders / "a newer format" / "ohlora_saved.json").write_text('{"format": 2, "what": "adapter"}', encoding="utf-8")
     (root / "typo.yaml").write_text("lora_rnk: 16\n", encoding="utf-8")
     # Another run holds folders/busy/adapter for as long as these cases run.
     holder = subprocess.Popen([sys.executable, "-c", BUSY_HOLDER, str(folders / "busy" / "adapter")],

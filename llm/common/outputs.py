@@ -20,6 +20,8 @@ from pathlib import Path
 from llm.common.cli import UserError
 
 SAVE_MARKER = "ohlora_saved.json"  # written last into every folder this project saves: "complete, and ours"
+# The marker's format: a folder whose marker is newer than this code knows is left alone, never replaced.
+MARKER_FORMAT = 1
 # What peft and a tokenizer write into an adapter folder: a folder saved before SAVE_MARKER existed is
 # recognised by holding these files only.
 ADAPTER_FILES = {
@@ -43,15 +45,22 @@ def saved_what(folder: Path) -> str | None:
     markers existed), or None when the folder is not one it saved."""
     marker = folder / SAVE_MARKER
     if marker.is_file():
-        try:
-            what = json.loads(marker.read_text(encoding="utf-8")).get("what")
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            what = None
+        info = read_saved_info(folder)
+        check_format(marker, info.get("format", 1), MARKER_FORMAT, "choose another folder")
+        what = info.get("what")
         return what if isinstance(what, str) else "unknown"
     names = {child.name for child in _visible(folder)}
     legacy_adapter = "adapter_config.json" in names and names <= ADAPTER_FILES and all(
         (folder / name).is_file() for name in names)
     return "adapter" if legacy_adapter else None
+
+
+def check_format(where: str | Path, found: object, known: int, instead: str) -> None:
+    """Refuse, before anything is written over it, a file (named by `where`) of a newer format than this code
+    knows."""
+    if isinstance(found, int) and found > known:
+        raise OutputError(f"{where}: written by a newer Oh-LoRA (format {found}; this one knows up to {known}): "
+                          f"update this checkout, or {instead}")
 
 
 def read_saved_info(folder: Path) -> dict:
@@ -212,7 +221,7 @@ def save_folder_atomically(path: Path, write: Callable[[Path], None], what: str,
         staging.mkdir()  # default permissions (umask): other users may load what is saved
         write(staging)
         _usual_permissions(staging)
-        marker = {"what": what, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {})}
+        marker = {"format": MARKER_FORMAT, "what": what, "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **(info or {})}
         (staging / SAVE_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
         with _signals_deferred():
             if path.exists():

@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 
 from llm.common.cli import UserError
 from llm.common.folders import ADAPTER_CONFIG, folder_is_empty, read_json_object
+from llm.common.outputs import check_format
 from llm.common.specs import ModelSpec, Recipe
 from llm.fine_tuning.options import FineTuningOptions
 
@@ -27,6 +28,9 @@ TRAINER_FILES = {"README.md", "runs"}
 # The Trainer's folder names (transformers.trainer_utils.PREFIX_CHECKPOINT_DIR + "-" + step); its own
 # get_last_checkpoint cannot tell a checkpoint cut off by a kill from a whole one, hence the scan below.
 _CHECKPOINT = re.compile(r"checkpoint-([0-9]+)")
+
+
+SETTINGS_FORMAT = 1  # of run_settings.json
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +45,7 @@ class RunSettings:
     processes: int
     recipe: dict
     quantization: str = "none"  # how the base model's weights were held: a resumed run must hold them alike
+    format: int = SETTINGS_FORMAT  # a file of a newer format is refused before the run writes anything
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,7 +164,10 @@ def resumed_settings(spec: ModelSpec, options: FineTuningOptions, checkpoint_dir
     path = checkpoint_dir / RUN_SETTINGS_NAME
     start_over = f"delete {checkpoint_dir} to start over"
     try:
-        settings = RunSettings(**json.loads(path.read_text(encoding="utf-8")))
+        recorded = json.loads(path.read_text(encoding="utf-8"))
+        check_format(f"--resume: {path}", recorded.get("format", 1) if isinstance(recorded, dict) else 1,
+                     SETTINGS_FORMAT, start_over)
+        settings = RunSettings(**recorded)
         recipe = Recipe(**settings.recipe)
     except (OSError, UnicodeDecodeError, ValueError, TypeError):
         raise UserError(f"--resume: {path} is missing or unreadable, so the settings of the run to continue "

@@ -153,7 +153,13 @@ def _changed_dataset(checkpoints: Path, dataset: Path) -> tuple[list[str], str]:
     return [], rf"{re.escape(str(copy))} changed since the run started"
 
 
-@pytest.mark.parametrize("change", [_contradicting_option, _changed_dataset])
+def _newer_format(checkpoints: Path, dataset: Path) -> tuple[list[str], str]:
+    settings_path = checkpoints / "run_settings.json"
+    settings_path.write_text(json.dumps({**json.loads(settings_path.read_text()), "format": 2, "new": "field"}))
+    return [], r"written by a newer Oh-LoRA \(format 2; this one knows up to 1\): update this checkout"
+
+
+@pytest.mark.parametrize("change", [_contradicting_option, _changed_dataset, _newer_format])
 def test_resume_refuses_what_contradicts_the_run(tmp_path, killed, change, capsys):
     """In-process through run_main, as the script calls it (test_pipeline runs a one-line refusal as a script)."""
     checkpoints = tmp_path / "adapter_checkpoints"
