@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
@@ -377,6 +378,29 @@ def test_the_key_is_enforced(server: dict):
         client(server["port"], key="wrong").models.list()
     status, _, body = call(server["port"], "POST", "/v1/chat/completions", {}, key=None)
     assert status == 401 and body["error"]["code"] == "invalid_api_key"
+
+
+def test_merged_serves_an_exported_folder_as_base_and_adapter_answer(server: dict, trained_polyglot: dict,
+                                                                   tmp_path: Path):
+    merged = tmp_path / "merged"
+    exported = run_in_process("llm/export_model.py", "--model-dir", str(trained_polyglot["model_dir"]),
+                              "--adapter-dir", str(trained_polyglot["adapter_dir"]), "--output-dir", str(merged))
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    port = free_port()
+    process = start_script(SCRIPT, "--merged", str(merged), "--memory-db", str(tmp_path / "api.db"), "--port",
+                           str(port), "--api-key", KEY)
+    try:
+        wait_for(lambda: process.poll() is not None or call(port, "GET", "/v1/models")[0] == 200, "the API", 120)
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        served = {"port": port, "model": client(port).models.list().data[0].id}
+        assert served["model"] == server["model"]  # merged from the stand-in: said so in the id too
+        answers = [chat(where, "나 요즘 밤에 별 보러 다녀", temperature=0, user="merged").choices[0].message.content
+                   for where in (served, server)]
+        assert answers[0] and answers[0] == answers[1]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=TIMEOUT_S)
+    assert process.returncode == 143 and "Traceback" not in err, err[-3000:]
 
 
 def test_sigterm_stops_the_server_cleanly(server: dict):
