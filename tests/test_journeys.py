@@ -29,7 +29,7 @@ from pathlib import Path
 import pyte
 import pytest
 
-from helpers.scripts import REPO, free_port
+from helpers.scripts import REPO, free_port, stop
 from llm.common.markers import ANSWER_END, build_prompt
 
 COLUMNS = 120
@@ -278,8 +278,7 @@ def test_the_web_chat_serves_its_page(fine_tuned: dict, clone: Path):
         assert page is not None, process.stderr.read() if process.poll() is not None else "no answer in 180 s"
         assert "오로라 (Oh-LoRA)" in page
     finally:
-        process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=60)
+        stdout, stderr = stop(process, signal.SIGINT)
     assert process.returncode == 130, stderr[-3000:]
     assert "Traceback" not in stderr
 
@@ -296,8 +295,7 @@ def test_the_api_answers_the_docs_openai_client_as_written(fine_tuned: dict, clo
         client = documented_python("docs/api.md", "from openai import OpenAI").replace(":8000/", f":{port}/")
         result = plain_process(client, cwd=clone)
     finally:
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+        _, stderr = stop(process, signal.SIGINT)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout.splitlines()
     assert len(printed) == 3 and printed[0] and printed[2], printed  # the answer, what memory did, the stream

@@ -6,7 +6,6 @@ import http.client
 import json
 import random
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,8 @@ import openai
 import pytest
 import uvicorn
 
-from helpers.scripts import REPO, free_port, run_in_process, start_script
+from helpers.scripts import REPO, free_port, run_in_process, start_script, stop
+from helpers.stub_model import ScriptedModel
 from llm.chat.api import build_app
 from llm.chat.api_options import API_KEY_ENV, ApiOptions, users_folder
 from llm.chat.api_requests import Sampling
@@ -90,29 +90,16 @@ def streamed(stream) -> tuple[list[str], list]:
 
 # --- over a stub model ---
 
-class StubModel:
-    """Answers by the message, streaming the raw text in pieces as the real model does; "boom" fails like a model
-    error, and "wait" blocks until `release` is set. Records what it was given."""
+class StubModel(ScriptedModel):
+    """The scripted model as the API calls it, recording each request's sampling."""
 
     def __init__(self) -> None:
-        self.inputs: list[str] = []
+        super().__init__(REPLIES, DEFAULT_REPLY)
         self.samplings: list[Sampling] = []
-        self.waiting = threading.Event()
-        self.release = threading.Event()
 
     def __call__(self, model_input: str, sampling: Sampling, on_text: Callable[[str], None] | None) -> Answer:
-        self.inputs.append(model_input)
         self.samplings.append(sampling)
-        message = re.sub(r"^\[[^\]]*\]\s*", "", model_input)  # a recalled tag in front
-        if "boom" in message:
-            raise RuntimeError("CUDA out of memory (stub)")
-        if "wait" in message:
-            self.waiting.set()
-            self.release.wait(TIMEOUT_S)
-        raw = REPLIES.get(message, DEFAULT_REPLY)
-        for end in range(1, len(raw) + 1, 3) if on_text else ():
-            on_text(raw[:end])
-        return Answer(model_input, strip_markers(raw), 1, len(raw))
+        return self.answer(model_input, on_text)
 
 
 def too_long(model_input: str) -> str | None:
@@ -398,8 +385,7 @@ def test_merged_serves_an_exported_folder_as_base_and_adapter_answer(server: dic
                    for where in (served, server)]
         assert answers[0] and answers[0] == answers[1]
     finally:
-        process.send_signal(signal.SIGTERM)
-        _, err = process.communicate(timeout=TIMEOUT_S)
+        _, err = stop(process, timeout=TIMEOUT_S)
     assert process.returncode == 143 and "Traceback" not in err, err[-3000:]
 
 
@@ -407,12 +393,7 @@ def test_sigterm_stops_the_server_cleanly(server: dict):
     """Last: the process answered everything above, and none of it crashed it."""
     process = server["process"]
     assert process.poll() is None
-    process.send_signal(signal.SIGTERM)
-    try:
-        out, err = process.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        out, err = process.communicate()
+    out, err = stop(process, timeout=TIMEOUT_S)
     assert process.returncode == 143, err[-3000:]
     assert f"API: http://127.0.0.1:{server['port']}/v1" in out
     assert "Tiny stand-in" in err and "ohlora-polyglot-tiny-stand-in" in err

@@ -9,10 +9,7 @@ end. The stub test takes the screenshot after a tagged answer (saved where OHLOR
 
 import os
 import re
-import signal
 import socket
-import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -21,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from helpers.memory import ValueScorer
-from helpers.scripts import free_port, heavy_modules_after_help, run_in_process, run_script, start_script
+from helpers.stub_model import ScriptedModel
+from helpers.scripts import free_port, heavy_modules_after_help, run_in_process, run_script, start_script, stop
 from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER
-from llm.common.inference import Answer
 from llm.common.markers import ANSWER_END, ANSWER_START, strip_markers
 from llm.memory.store import MemoryStore
 
@@ -70,29 +67,13 @@ DEFAULT_REPLY = f"응응 😊 {ANSWER_END}"
 TOO_LONG_CHARS = 200
 
 
-class StubModel:
-    """Answers by the message, streaming the raw text in pieces as the real model does; "boom" fails like a model
-    error, and a message with "wait" blocks until `release` is set."""
+class StubModel(ScriptedModel):
+    """The scripted model as the web page calls it, pausing between streamed pieces as a real model does."""
 
     def __init__(self) -> None:
-        self.inputs: list[str] = []
-        self.waiting = threading.Event()
-        self.release = threading.Event()
+        super().__init__(REPLIES, DEFAULT_REPLY, pause_s=0.01)
 
-    def __call__(self, model_input: str, on_text: Callable[[str], None] | None = None) -> Answer:
-        self.inputs.append(model_input)
-        message = re.sub(r"^\[[^\]]*\]\s*", "", model_input)  # a recalled tag in front
-        if "boom" in message:
-            raise RuntimeError("CUDA out of memory (stub)")
-        if "wait" in message:
-            self.waiting.set()
-            self.release.wait(TIMEOUT_S)
-        raw = REPLIES.get(message, DEFAULT_REPLY)
-        if on_text is not None:
-            for end in range(1, len(raw) + 1, 3):
-                on_text(raw[:end])
-                time.sleep(0.01)
-        return Answer(model_input, strip_markers(raw[:raw.find(ANSWER_END)]), 1, len(raw))
+    __call__ = ScriptedModel.answer
 
 
 def too_long(model_input: str) -> str | None:
@@ -395,12 +376,7 @@ def test_the_script_serves_the_tiny_model_and_answers_as_the_terminal_chat(brows
         assert page.messages() == ["안녕! 너는 누구야?"]
         assert re.search(r"\(no memories yet\)|remembered", page.text("#memory-panel"))
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            out, err = server.communicate(timeout=TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            out, err = server.communicate()
+        out, err = stop(server, timeout=TIMEOUT_S)
     assert server.returncode == 143, err[-3000:]
     assert f"web chat: http://127.0.0.1:{port}/" in out
     assert err.rstrip().endswith("terminated")

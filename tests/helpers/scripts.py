@@ -53,6 +53,16 @@ class _WarningRecords(logging.Handler):
         self.lines.append(f"{record.name}: {record.getMessage()}")
 
 
+def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 60) -> tuple[str, str]:
+    """Send a started script `sig` and collect (stdout, stderr); killed when it has not ended after `timeout`."""
+    process.send_signal(sig)
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.communicate()
+
+
 def run_in_process(script: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
     """`python script args` run inside this test process: the same code from the same entry point, without
     paying again for the imports that cost a real process 4-5 s. What only a real process shows (signals,
