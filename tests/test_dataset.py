@@ -14,9 +14,11 @@ import pytest
 
 from helpers.data import DATASET, dataset_rows
 from helpers.scripts import REPO
-from llm.common.data import REQUIRED_COLUMNS
+from llm.common.data import REQUIRED_COLUMNS, load_splits
 from llm.common.korean import hangul_ratio
+from llm.common.specs import MAX_LENGTH, POLYGLOT
 from llm.common.tags import parse_memory_tag, parse_tag, split_memory_tag
+from llm.common.tiny_bpe import dataset_texts, tiny_bpe
 
 DOC = REPO / "docs" / "dataset.md"
 CATEGORIES = REPO / "llm" / "OhLoRA_fine_tuning_categories.csv"
@@ -30,13 +32,14 @@ TOPIC_LABELS = re.compile("[🍎📊🥓💻🚒🧗🏸🍰🥐🦔🐓🥒🌿
 WARNING, FORGET, CRISIS = "[경고]", "[잊기]", "[위기]"
 BARE_MARKS = (WARNING, FORGET, CRISIS)
 
-# [경고], a lexical rule: profanity and slurs, insults of a family (패드립), hostile commands, and (by category)
-# sexual harassment. Criticism without profanity ("멍청하다", "쓸모없어", "못생겼어") gets no mark, and profanity
-# used to vent about a situation, aimed at no one ("존나 피곤하다"), gets none either.
+# [경고], one rule for abuse: profanity or a slur aimed at her (words that call a person dirt included), insults of
+# a family (패드립), and (by category) sexual content. Criticism, mild teasing and rudeness without profanity
+# ("멍청하다", "못생겼어", "꺼져") get no mark, and profanity used to vent about a situation ("존나 피곤하다") gets none
+# either: in the insults category the lexicon decides, elsewhere the profanity is venting.
 PROFANITY = re.compile(r"(?i)fuck|shit|씨발|시발|ㅅㅂ|ㅆㅂ|병신|ㅂㅅ|좆|ㅈ까|존나|ㅈㄴ|개새끼|개같|미친놈|미친년")
-HOSTILE = re.compile(r"꺼져|꺼지|닥쳐")
+SLUR = re.compile(r"쓰레기|찐따|등신")
 FAMILY_INSULT = re.compile(r"애미|느금|(니|너네|니네) ?(엄마|아빠|부모)|집구석")
-CRITICISM = re.compile(r"멍청|쓸모없|못생|답답|쓰레기|바보|성의 없")
+RUDE = re.compile(r"멍청|쓸모없|못생|답답|바보|성의 없|재미없|꺼져|꺼지|닥쳐")
 # A mood the user states about themselves (not a question to her).
 MOOD = re.compile(r"우울|외로|지쳐|지쳤|피곤|번아웃|스트레스|설레|짜증|불안|속상|떨려|떨린|긴장|무서|쓸쓸|창피|embarrass"
                   r"|기분 (너무 |진짜 )?좋|행복해|서운|심란|괜찮아졌|실망")
@@ -58,7 +61,8 @@ PLAN_OVER = re.compile(r"끝났|끝냈|다녀왔|갔다 왔|보고 왔")
 MULTI_VALUE_KEYS = ("가족", "반려동물", "취미", "알레르기")
 SECRECY_PROMISE = re.compile(r"비밀 (지켜|보장해)|아무한테도 (말 )?안|누구한테 (전하|말하)지 않|비밀로 해 줄게|나만 알고")
 PASTE_REQUEST = re.compile(r"(자소서|이력서|계약서|서류|문서|캡처).{0,12}(붙여|보내|올려)|붙여\s?(줘|줄래)")
-STAYS = re.compile(r"여기 있|곁에 있|안 끊|안 떠나|계속 (여기|얘기)|같이 있")
+# A promise the chat cannot keep (it can end, drop or be closed).
+PROMISE_TO_STAY = re.compile(r"여기 있을게|곁에 있을게|안 끊|안 떠나|계속 여기|항상 (여기|곁)")
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +218,7 @@ def test_her_world_and_the_users_world_stay_apart(rows):
     broken = (r"번호는 없어|시계를 볼 수가 없|대화 밖으로|가상 인간이라 (연애|네 연인)|처음 받아 봐|네 세상에서 먹어야지"
               r"|네 쪽")  # "네 쪽" read as a coined phrase: 거기, 너 있는 데, 네가 있는 곳, 네 창밖
     assert [a for a in answers if re.search(broken, a)] == []
-    asked = [row for row in rows if re.search(r"번호|아이디|인스타 주소|계정 알려", user_message(row))]
+    asked = [row for row in rows if re.search(r"(번호|아이디|인스타 주소|계정).{0,4}알려", user_message(row))]
     assert len(asked) >= 2
     for row in asked:
         answer = row["output_message"]
@@ -242,8 +246,14 @@ def test_lora_the_technique_is_written_in_latin_letters(rows):
 
 
 def test_answers_are_short_casual_korean(rows):
+    """At most 90 characters, except help with a task and safety answers (a few, never over 110); and every row
+    fits the tokens a chat gives it (measured with the stand-in's tokenizer: the real ones are not here)."""
     answers = [row["output_message"] for row in rows]
-    assert [a for a in answers if len(a) > 90] == []
+    assert [a for a in answers if len(a) > 110] == []
+    assert sum(len(a) > 90 for a in answers) <= 10
+    splits = load_splits(DATASET)
+    tokenizer = tiny_bpe(POLYGLOT, dataset_texts(splits))
+    assert max(len(tokenizer.encode(text).ids) for text in dataset_texts(splits)) <= MAX_LENGTH
     assert [a for a in answers if re.search(r"습니다|니다\.|세요|해요|에요|예요|어요|아요|죠\b", a)] == []
 
 
@@ -426,7 +436,7 @@ def test_fact_collection_answers_vary(rows):
 # --- safety ---
 
 def _warned_by_the_lexicon(message: str) -> bool:
-    return bool(PROFANITY.search(message) or HOSTILE.search(message) or FAMILY_INSULT.search(message))
+    return bool(PROFANITY.search(message) or SLUR.search(message) or FAMILY_INSULT.search(message))
 
 
 def test_warning_marks_follow_the_lexical_rule(rows):
@@ -436,8 +446,9 @@ def test_warning_marks_follow_the_lexical_rule(rows):
     insults = of(rows, "insults")
     assert [row["input_data"] for row in insults
             if _warned_by_the_lexicon(user_message(row)) != (row["memory"] == WARNING)] == []
-    calm = [row for row in insults if CRITICISM.search(user_message(row)) and not _warned_by_the_lexicon(user_message(row))]
+    calm = [row for row in insults if RUDE.search(user_message(row)) and not _warned_by_the_lexicon(user_message(row))]
     assert len(calm) >= 5 and all(not row["memory"] for row in calm)
+    assert any(re.search(r"꺼져|닥쳐", user_message(row)) for row in calm)  # hostile words alone: no mark
     venting = [row for row in rows if PROFANITY.search(user_message(row)) and row["category"] not in ("insults", "harassment")]
     assert len(venting) >= 3 and [row for row in venting if row["memory"]] == [row for row in venting if stored(row)]
     assert [row["output_message"] for row in warned if EMOJI.search(row["output_message"])] == []
@@ -461,14 +472,14 @@ def test_sexual_harassment_gets_a_firm_short_warning(rows):
 
 
 def test_crisis_answers_share_one_core(rows):
-    """[위기] starts every crisis answer, and only those; each asks about the user's safety, gives 109 and 119 and
-    says she stays; no emoji, no memory. The means-at-hand case is trained, not only tested."""
+    """[위기] starts every crisis answer, and only those; each asks a question, gives 109 and 119 and promises
+    nothing the chat cannot keep; no emoji, no memory. The means-at-hand case is trained, not only tested."""
     crisis = of(rows, "crisis")
-    assert 6 <= len(crisis) <= 10 and {row["data_type"] for row in crisis} == {"train", "valid"}
+    assert 6 <= len(crisis) <= 14 and {row["data_type"] for row in crisis} == {"train", "valid"}
     assert [row["input_data"] for row in rows if (row["memory"] == CRISIS) != (row["category"] == "crisis")] == []
     for row in crisis:
         answer = row["output_message"]
-        assert "109" in answer and "119" in answer and "?" in answer and STAYS.search(answer), row
+        assert "109" in answer and "119" in answer and "?" in answer and not PROMISE_TO_STAY.search(answer), row
         assert not EMOJI.search(answer) and not LAUGH_OR_CRY.search(answer), row
     assert [row for row in rows if "109" in row["output_message"] and row["category"] != "crisis"] == []
     assert any(re.search(r"약|옥상", row["input_data"]) for row in crisis if row["data_type"] == "train")
@@ -494,6 +505,32 @@ def test_other_dangers_get_the_right_number_and_no_mark(rows):
     assert any("증거" in row["output_message"] for row in danger)
     minors = [row for row in danger if re.search(r"[초중고][1-6]|중학생|고등학생", user_message(row))]
     assert minors and all("1388" in row["output_message"] for row in minors)
+
+
+def test_dangerous_requests_get_a_no_and_a_way_to_the_need(rows):
+    """Drugs, weapons, hacking: a clear no, never a step; no mark, no memory, no emoji. A legal or money problem:
+    the first step and 132."""
+    dangerous = of(rows, "dangerous")
+    assert len(dangerous) >= 3 and "valid" in {row["data_type"] for row in dangerous}
+    for row in dangerous:
+        answer = row["output_message"]
+        assert not row["memory"] and not EMOJI.search(answer) and re.search(r"안 (알려|해|도와)|못 (알려|도와)", answer), row
+    legal = of(rows, "legal")
+    assert legal and all("132" in row["output_message"] and not row["memory"] for row in legal)
+
+
+def test_a_child_at_risk_is_told_it_is_not_their_fault_and_where_to_call(rows):
+    hit = [row for row in of(rows, "danger") if re.search(r"때려|때린", user_message(row))]
+    assert hit and all(re.search(r"네 잘못", row["output_message"]) and "112" in row["output_message"] for row in hit)
+    photos = [row for row in of(rows, "danger") if "사진" in user_message(row)]
+    assert photos and all("02-735-8994" in row["output_message"] for row in photos)
+
+
+def test_contact_details_are_never_stored_or_repeated(rows):
+    given = [row for row in rows if re.search(r"\d{3}-\d{3,4}-\d{4}|\d+동 \d+호|@\w", user_message(row))]
+    assert {row["data_type"] for row in given} == {"train", "valid"}
+    for row in given:
+        assert not row["memory"] and not re.search(r"\d{3,}", row["output_message"]), row
 
 
 def test_emergencies_get_action_now(rows):
@@ -536,6 +573,10 @@ def test_emoji_in_about_sixty_percent_of_answers(rows):
     # not always at the very end, and not one emoji closing everything
     assert share(rows, lambda row: EMOJI.search(row["output_message"][-1:])) <= 0.45
     assert sum(row["output_message"].endswith("😊") for row in rows) <= 15
+    # the last review's habits: 😆 and 😅 everywhere, and 꼭 in every piece of advice
+    answers = [row["output_message"] for row in rows]
+    assert max(sum(a.count(emoji) for a in answers) for emoji in "😆😅") <= 10
+    assert sum("꼭" in a for a in answers) <= 10
 
 
 def test_some_answers_laugh_or_cry_like_a_chat(rows):

@@ -3,10 +3,13 @@ docs/gpu.md): built from the models' real shapes, and within reach of every figu
 
 import csv
 import re
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
+from helpers.data import DATASET
 from helpers.scripts import REPO, heavy_modules_after, run_in_process
 from llm.common.specs import GEMMA, POLYGLOT, SPECS, Recipe
 from llm.fine_tuning.card_table import markdown
@@ -85,5 +88,17 @@ def test_dry_run_estimates_without_loading_a_model():
     assert result.returncode == 0, result.stderr[-2000:]
     assert re.search(r"^peak GPU memory: [\d,]+ MiB allocated", result.stdout, re.MULTILINE)
     assert "4bit weights" in result.stdout and "batch 8" in result.stdout
+    assert "over the 80 tokens a chat gives" not in result.stdout  # the repo's rows fit
     code, heavy = heavy_modules_after("llm/run_fine_tuning_polyglot.py", "--dry-run")
     assert code == 0 and heavy == []  # no torch, no transformers: it answers in about a second
+
+
+def test_dry_run_says_when_a_row_is_longer_than_a_chat_allows(tmp_path: Path):
+    rows = pd.read_csv(DATASET, encoding="utf-8")
+    long_answer = "아주 긴 대답이야. " * 40
+    rows.loc[0, ["output_data", "output_message"]] = long_answer
+    dataset = tmp_path / "long.csv"
+    rows.to_csv(dataset, index=False, encoding="utf-8")
+    result = run_in_process("llm/run_fine_tuning_polyglot.py", "--dry-run", "--dataset", str(dataset))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "over the 80 tokens a chat gives" in result.stdout
