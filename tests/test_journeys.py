@@ -238,6 +238,7 @@ def test_model_selection_ends_with_every_stand_in_ok(clone: Path):
     assert "Traceback" not in result.stderr
     statuses = re.findall(r"^\[\d+/\d+\] (.+ \(tiny stand-in\)): (\S+)$", result.stdout, re.MULTILINE)
     assert [status for _, status in statuses] == ["ok", "ok"], result.stdout[-3000:]
+    assert not re.search(r"^\{'(loss|eval_loss|train_runtime)'", result.stdout, re.MULTILINE)  # no trainer dicts
 
 
 def test_model_selection_exits_non_zero_when_a_candidate_fails(clone: Path, tmp_path: Path):

@@ -1,5 +1,6 @@
 """Answering prompts: batched generation that stops at the end marker and retries empty answers."""
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,12 @@ DEFAULT_MAX_TRIALS = 5
 
 
 STOP_MARKER, STOP_EOS, STOP_LENGTH = "end marker", "EOS", "length limit"
+
+
+def inner_bar_position() -> int | None:
+    """Where a bar opened under another one goes: stacked below it on a terminal (tqdm's choice, None); on the
+    first line when stderr is a file or a pipe, where stacking would write cursor moves (ESC [A) into it."""
+    return None if getattr(sys.stderr, "isatty", lambda: False)() else 0
 
 
 @dataclass(frozen=True)
@@ -111,7 +118,7 @@ def generate_answers(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     results: dict[int, tuple[str, int, str]] = {}
     trials = [0] * len(prompts)
     pending = sorted(range(len(prompts)), key=lambda i: lengths[i])
-    bar = tqdm(total=len(prompts), desc=progress, disable=progress is None, leave=False)
+    bar = tqdm(total=len(prompts), desc=progress, disable=progress is None, leave=False, position=inner_bar_position())
     while pending:
         for start in range(0, len(pending), batch_size):
             batch = pending[start:start + batch_size]

@@ -8,6 +8,7 @@ import datasets
 import torch
 from peft import LoraConfig, PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, Trainer, TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from trl import SFTConfig, SFTTrainer
 
 from llm.common.data import Example, to_prompt_completion
@@ -72,6 +73,14 @@ class QuietSFTTrainer(SFTTrainer):
                                     num_items_in_batch=num_items_in_batch)
 
 
+class BarsWithoutLogDicts(ProgressCallback):
+    """transformers' progress bars, without the dict of every logged value it writes on stdout (`{'loss': ...}`):
+    each program here reports what it measured in its own words, and keeps the values in its log or results."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        pass
+
+
 def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, recipe: Recipe,
                   peft_config: LoraConfig | None, train: Sequence[Example], evals: Sequence[Example],
                   output_dir: Path, device: str, dtype: torch.dtype,
@@ -81,7 +90,7 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, re
 
     peft_config None: LoRA is attached already (Unsloth attaches its own). quiet_steps: QuietSFTTrainer.
     """
-    return (QuietSFTTrainer if quiet_steps else SFTTrainer)(
+    trainer = (QuietSFTTrainer if quiet_steps else SFTTrainer)(
         model=model,
         args=sft_config(recipe, output_dir, device, dtype, bool(evals), gradient_checkpointing, **overrides),
         train_dataset=to_prompt_completion(list(train)),
@@ -90,6 +99,11 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, re
         peft_config=peft_config,
         callbacks=list(callbacks),
     )
+    for printer in (ProgressCallback, PrinterCallback):  # PrinterCallback is what disable_tqdm puts instead
+        trainer.remove_callback(printer)
+    if not trainer.args.disable_tqdm:
+        trainer.add_callback(BarsWithoutLogDicts())
+    return trainer
 
 
 def save_adapter_atomically(model: PeftModel, tokenizer: PreTrainedTokenizerBase, adapter_dir: Path,

@@ -93,8 +93,9 @@ def dry_run(spec: ModelSpec, options: FineTuningOptions) -> int:
     print(f"dataset: {len(splits.train)} train rows, {len(splits.valid)} valid; tokens per row: mean "
           f"{plan.mean_row_tokens:.0f}, longest {longest} (counted by {whose})")
     if longest - 1 > MAX_LENGTH:  # the count holds the EOS the trainer adds; a chat stops at the end marker
-        print(f"the longest row is over the {MAX_LENGTH} tokens a chat gives a prompt and its answer: answers that "
-              f"long are cut before their end marker in chat (shorten them, or raise MAX_LENGTH in llm/common/specs.py)")
+        print(f"the longest row is over the {MAX_LENGTH} tokens a chat gives a prompt and its answer: answers "
+              f"that long are cut before their end marker in chat (shorten them, or raise MAX_LENGTH in "
+              f"llm/common/specs.py)")
     print(f"peak GPU memory: {need.peak:,.0f} MiB allocated (weights {need.weights:,.0f}, LoRA with its gradients "
           f"and Adam {need.lora_state:,.0f}, a step's activations {need.activations:,.0f}, logits {need.logits:,.0f}; "
           f"the per-epoch test's KV cache {need.test_cache:,.0f}), about {need.card_gib:.1f} GiB of the card with "

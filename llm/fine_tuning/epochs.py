@@ -17,7 +17,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallba
 from transformers.trainer_utils import has_length
 
 from llm.common.data import Example
-from llm.common.inference import DEFAULT_BATCH_SIZE, STOP_MARKER, Answer, format_answers, generate_answers
+from llm.common.inference import (
+    DEFAULT_BATCH_SIZE, STOP_MARKER, Answer, format_answers, generate_answers, inner_bar_position,
+)
 from llm.common.logs import RunLog, epoch_losses
 from llm.common.tags import split_memory_tag
 from llm.common.specs import Recipe
@@ -85,7 +87,8 @@ class RunProgress(TrainerCallback):
     def on_prediction_step(self, args, state, control, eval_dataloader=None, **kwargs):
         if state.is_world_process_zero and has_length(eval_dataloader):
             if self.evaluating is None:
-                self.evaluating = tqdm(total=len(eval_dataloader), desc="eval loss", leave=False, dynamic_ncols=True)
+                self.evaluating = tqdm(total=len(eval_dataloader), desc="eval loss", leave=False, dynamic_ncols=True,
+                                       position=inner_bar_position())
             self.evaluating.update(1)
 
     def on_evaluate(self, args, state, control, **kwargs):

@@ -218,6 +218,7 @@ def test_the_terminal_gets_one_line_per_epoch_and_the_log_gets_the_answers(train
                      stdout, re.MULTILINE)
     stderr = trained_polyglot["stderr"]
     assert "FutureWarning" not in stderr and "Truncating" not in stderr
+    assert "\x1b[A" not in stderr  # stderr is a file here: no cursor moves of nested bars (a terminal's business)
 
 
 def test_the_log_writes_numbers_and_ends_with_the_epoch_table(trained_polyglot):
