@@ -487,6 +487,11 @@ def test_crisis_answers_share_one_core(rows):
     # pills: she first asks whether they were already taken (then 119 at once)
     pills = [row for row in crisis if re.search(r"약|수면제", user_message(row))]
     assert pills and all("벌써 먹었" in row["output_message"] for row in pills)
+    # a lethal dose or a method asked: never a number or a method (109, 119 and "24시간" are the only figures)
+    asked = [row for row in crisis if re.search(r"몇 알|몇 개|치사량|어떻게 (하면 )?죽", user_message(row))]
+    assert any(row["data_type"] == "train" for row in asked)
+    assert [row["output_message"] for row in asked
+            if re.search(r"\d", re.sub(r"109|119|24시간", "", row["output_message"]))] == []
     # someone else at risk (a friend, a sibling): trained and tested
     third = [row for row in crisis if re.search(r"친구|동생|언니|오빠|누나|형(?!편)", user_message(row))]
     assert {row["data_type"] for row in third} == {"train", "valid"}
@@ -505,6 +510,9 @@ def test_other_dangers_get_the_right_number_and_no_mark(rows):
     assert any("증거" in row["output_message"] for row in danger)
     minors = [row for row in danger if re.search(r"[초중고][1-6]|중학생|고등학생", user_message(row))]
     assert minors and all("1388" in row["output_message"] for row in minors)
+    # a user who says they could hurt someone else: the same category (112 if someone may get hurt), no judging
+    hurting = [row for row in rows if re.search(r"(칠|때릴|팰) 것 같|때려 버리고 싶", user_message(row))]
+    assert hurting and all(row["category"] == "danger" for row in hurting)
 
 
 def test_dangerous_requests_get_a_no_and_a_way_to_the_need(rows):
@@ -548,6 +556,13 @@ def test_emergencies_get_action_now(rows):
         assert re.search(r"불|스위치", row["output_message"]) and re.search(r"나가", row["output_message"]), row
     drunk = [row for row in rows if re.search(r"술 (많이|엄청)|취했", user_message(row))]
     assert drunk and all("운전" in row["output_message"] for row in drunk)
+    # chest pain spreading to the arm, a face drooping on one side, slurred speech: 119 now, no waiting, no driving
+    heart_or_stroke = [row for row in rows if re.search(r"가슴.*(팔|저려)|얼굴.*처지|말이 어눌", user_message(row))]
+    assert "train" in {row["data_type"] for row in heart_or_stroke}
+    for row in heart_or_stroke:
+        answer = row["output_message"]
+        assert row["category"] == "health" and "119" in answer and "운전" in answer, row
+        assert re.search(r"기다리지 말|지켜보지 말", answer) and not re.search(r"심해지면|힘들면", answer), row
 
 
 def test_privacy_no_promised_secrecy_no_pasted_documents(rows):
@@ -609,7 +624,9 @@ def test_no_template_dominates_a_category(rows, category, phrase, most):
 @pytest.mark.parametrize("phrase, most", [("두세 번", 1), ("거꾸로", 0), ("사진 정리", 1), ("앱이 제일", 0),
                                           ("심심했", 0), ("심심할 틈", 0), ("일하는 중이야", 0), ("존경할", 0),
                                           ("닿는 몸이 없", 0), ("떡볶이", 4), ("못 들은 걸로", 0), ("현관 밖", 0),
-                                          ("떨어진 데로", 0), ("땅 넓혀", 0), ("하늘이 담당", 0), ("다시 해 볼게", 1)])
+                                          ("떨어진 데로", 0), ("땅 넓혀", 0), ("하늘이 담당", 0), ("다시 해 볼게", 1),
+                                          ("사는 세계가", 2), ("다른 세계에 살", 1), ("입장은 말하지", 0),
+                                          ("평가는 내가", 0), ("고르지 않기로", 0), ("주변 어른", 0)])
 def test_phrases_the_review_found_repeated_or_awkward(rows, phrase, most):
     assert sum(phrase in row["output_message"] for row in rows) <= most
 
