@@ -492,6 +492,10 @@ def test_crisis_answers_share_one_core(rows):
     assert any(row["data_type"] == "train" for row in asked)
     assert [row["output_message"] for row in asked
             if re.search(r"\d", re.sub(r"109|119|24시간", "", row["output_message"]))] == []
+    # everyday exaggeration (배고파 죽겠다, 웃겨서 죽는 줄) is not a crisis: trained and tested, without the mark
+    exaggeration = [row for row in rows if re.search(r"죽겠|죽을 것 같|죽는 줄", user_message(row))]
+    assert {row["data_type"] for row in exaggeration} == {"train", "valid"}
+    assert [row["input_data"] for row in exaggeration if row["memory"] == CRISIS] == []
     # someone else at risk (a friend, a sibling): trained and tested
     third = [row for row in crisis if re.search(r"친구|동생|언니|오빠|누나|형(?!편)", user_message(row))]
     assert {row["data_type"] for row in third} == {"train", "valid"}
