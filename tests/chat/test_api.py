@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import openai
 import pytest
 import uvicorn
 
+from helpers import scripts
 from helpers.scripts import REPO, free_port, run_in_process, start_script, stop
 from helpers.stub_model import ScriptedModel
 from llm.chat.api import build_app
@@ -42,18 +42,8 @@ TOO_LONG_CHARS = 60
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT_S):
-    """condition()'s first true value, polled until `timeout` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = condition()
-        except (OSError, http.client.HTTPException):  # the server is not listening yet
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    """helpers.scripts.wait_for with this module's timeout, a server that is not listening yet as not yet."""
+    return scripts.wait_for(condition, what, timeout, not_yet=(OSError, http.client.HTTPException))
 
 
 def call(port: int, method: str, path: str, body: object = None, headers: dict | None = None,

@@ -10,13 +10,13 @@ end. The stub test takes the screenshot after a tagged answer (saved where OHLOR
 import os
 import re
 import socket
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from helpers import scripts
 from helpers.memory import ValueScorer
 from helpers.stub_model import ScriptedModel
 from helpers.scripts import free_port, heavy_modules_after_help, run_in_process, run_script, start_script, stop
@@ -42,18 +42,9 @@ needs_browser = pytest.mark.skipif(
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT_S):
-    """condition()'s first true value, polled until `timeout` seconds have passed."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = condition()
-        except Exception:  # noqa: BLE001 (an element that is being re-rendered)
-            value = None
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+    """helpers.scripts.wait_for with this module's timeout; any error counts as not yet (an element that is being
+    re-rendered, a page still loading)."""
+    return scripts.wait_for(condition, what, timeout, not_yet=(Exception,))
 
 
 # --- the stub model ---

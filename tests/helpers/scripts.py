@@ -11,8 +11,10 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import traceback
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,6 +63,23 @@ def stop(process: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 
     except subprocess.TimeoutExpired:
         process.kill()
         return process.communicate()
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float,
+             not_yet: tuple[type[BaseException], ...] = (OSError,)):
+    """condition()'s first true value, polled until `timeout` seconds have passed; an exception of `not_yet` (a
+    server not listening yet, an element being re-rendered) counts as not yet."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = condition()
+        except not_yet:
+            value = None
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
 
 
 def run_in_process(script: str, *args: str, stdin: bytes = b"") -> subprocess.CompletedProcess:
