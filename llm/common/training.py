@@ -85,10 +85,13 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, re
                   peft_config: LoraConfig | None, train: Sequence[Example], evals: Sequence[Example],
                   output_dir: Path, device: str, dtype: torch.dtype,
                   callbacks: Sequence[TrainerCallback] = (), quiet_steps: bool = False,
-                  gradient_checkpointing: bool = False, **overrides) -> SFTTrainer:
+                  gradient_checkpointing: bool = False, progress: TrainerCallback | None = None,
+                  **overrides) -> SFTTrainer:
     """The SFTTrainer of every program here: prompt/completion pairs, loss on the completion only.
 
     peft_config None: LoRA is attached already (Unsloth attaches its own). quiet_steps: QuietSFTTrainer.
+    progress: the callback that reports progress in place of transformers' own (default: its bars without the
+    dicts, unless disable_tqdm).
     """
     trainer = (QuietSFTTrainer if quiet_steps else SFTTrainer)(
         model=model,
@@ -101,7 +104,9 @@ def build_trainer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, re
     )
     for printer in (ProgressCallback, PrinterCallback):  # PrinterCallback is what disable_tqdm puts instead
         trainer.remove_callback(printer)
-    if not trainer.args.disable_tqdm:
+    if progress is not None:
+        trainer.add_callback(progress)
+    elif not trainer.args.disable_tqdm:
         trainer.add_callback(BarsWithoutLogDicts())
     return trainer
 

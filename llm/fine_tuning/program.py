@@ -18,7 +18,6 @@ import torch
 from accelerate import PartialState
 from peft import prepare_model_for_kbit_training
 from transformers import TrainerCallback, set_seed
-from transformers.trainer_callback import ProgressCallback
 from trl import SFTTrainer
 
 from llm.common.adapters import load_fine_tuned
@@ -229,9 +228,8 @@ def train(run: Run, log: Log, callbacks: Sequence[TrainerCallback] = (),
         run.splits.valid_with_answers, run.checkpoints.folder, run.device.kind, run.dtype,
         callbacks=[*callbacks, report, resume.CheckpointLog(run.checkpoints.folder, log)],
         quiet_steps=run.speed.quiet_steps, gradient_checkpointing=run.options.gradient_checkpointing,
+        progress=RunProgress(log),
         **(dict(report_to=run.options.report_to) | keep_best | run.speed.trainer_overrides() | trainer_overrides))
-    trainer.remove_callback(ProgressCallback)
-    trainer.add_callback(RunProgress(log))
     if is_main:
         # Left by a kill during a save; the Trainer would count them among the checkpoints it keeps.
         for checkpoint in resume.remove_incomplete(run.checkpoints):
