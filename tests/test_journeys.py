@@ -99,6 +99,13 @@ def run(clone: Path, argv: list[str], timeout: float = 600) -> subprocess.Comple
                           text=True, timeout=timeout)
 
 
+def start(clone: Path, argv: list[str]) -> subprocess.Popen:
+    """A documented server command (argv[0] is `python`) started from the clone's root, its output piped."""
+    assert argv[0] == "python", argv
+    return subprocess.Popen([sys.executable, *argv[1:]], cwd=clone, env=user_environment(clone),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def run_in_terminal(clone: Path, argv: list[str], timeout: float = 600) -> tuple[int, bytes]:
     """(exit code, bytes written) of a command run in a pseudo-terminal of COLUMNS columns, as in a user's window."""
     leader, follower = pty.openpty()
@@ -269,9 +276,7 @@ def test_the_memory_evaluation_prints_every_scorer(clone: Path):
 def test_the_web_chat_serves_its_page(fine_tuned: dict, clone: Path):
     assert fine_tuned["code"] == 0
     port = free_port()
-    argv = documented("README.md", "python llm/run_chat_web.py") + ["--port", str(port)]
-    process = subprocess.Popen([sys.executable, *argv[1:]], cwd=clone, env=user_environment(clone),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start(clone, documented("README.md", "python llm/run_chat_web.py") + ["--port", str(port)])
     try:
         page, deadline = None, time.monotonic() + 180
         while page is None and time.monotonic() < deadline and process.poll() is None:
@@ -291,9 +296,7 @@ def test_the_web_chat_serves_its_page(fine_tuned: dict, clone: Path):
 def test_the_api_answers_the_docs_openai_client_as_written(fine_tuned: dict, clone: Path):
     assert fine_tuned["code"] == 0
     port = free_port()
-    argv = documented("docs/api.md", "python llm/run_api.py --api-key") + ["--port", str(port)]
-    process = subprocess.Popen([sys.executable, *argv[1:]], cwd=clone, env=user_environment(clone),
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start(clone, documented("docs/api.md", "python llm/run_api.py --api-key") + ["--port", str(port)])
     try:
         listening = process.stdout.readline()  # printed once it listens, after the model has loaded
         assert f"http://127.0.0.1:{port}/v1" in listening, process.stderr.read() if process.poll() else listening
