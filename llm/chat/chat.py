@@ -20,11 +20,11 @@ DEFAULT_MEMORY_DB = MEMORY_FOLDER / "ohlora_memory.db"
 STAND_IN_MEMORY_DB = MEMORY_FOLDER / "ohlora_memory_stand_in.db"
 USER_LABEL = "나: "
 BOT_LABEL = "오로라: "
-EMPTY_ANSWER = "…"
+EMPTY_ANSWER = "…"  # shown when nothing is left of an answer once its tag and markers are gone
 NOT_TEXT = "(that message holds bytes or characters that are not valid text, so it was not sent; type it again)"
-MAX_MESSAGE_CHARS = 2000  # far more than a chat message; the model's own limit (in tokens) is checked after  # shown when nothing is left of an answer once its tag and markers are gone
-HINT = ("commands: /memory shows what she remembers, /why which memory she recalled for your last message, "
-        "/forget clears it all, /quit (or Ctrl-D) leaves")
+MAX_MESSAGE_CHARS = 2000  # far more than a chat message; the model's own limit (in tokens) is checked after
+# Fits one line of a 120-column terminal, parentheses included.
+HINT = "commands: /memory what she remembers, /why what she recalled, /forget clears it, /quit (or Ctrl-D)"
 
 # Bracketed text at the start of an answer: a memory tag, well-formed or not ("[: 면접]", "[[a: b]]").
 _LEADING_BRACKETS = re.compile(r"^(?:\s*\[+[^\[\]]*\]+)+\s*")
@@ -70,15 +70,16 @@ def memory_file(chosen: Path | None, stand_in: bool) -> Path:
 
 
 def open_memory(path: Path, warn: Callable[[str], None]) -> tuple[MemoryStore | None, str]:
-    """(the memory store, "") after one line to `warn` naming the file; or, after one line saying why the chat
-    goes on without it, (None, that line)."""
+    """(the memory store, "") after a line to `warn` naming the file, and one on the options; or, after one line
+    saying why the chat goes on without it, (None, that line)."""
     try:
         store = MemoryStore(path)
     except MemoryUnavailable as error:
         warn(f"memory is off: {error}")
         return None, f"memory is off: {error}"
-    warn(f"memory: {path} ({len(store.memories())} remembered; --memory-db chooses another file, --no-memory "
-         f"turns it off)")
+    # Two lines: a long path would otherwise wrap the options in a narrow terminal.
+    warn(f"memory: {path} ({len(store.memories())} remembered)")
+    warn("(--memory-db FILE chooses another file, --no-memory turns it off)")
     return store, ""
 
 

@@ -200,6 +200,16 @@ def test_without_memory_nothing_is_stored_or_recalled(tmp_path: Path):
     assert said == [BOT_LABEL + "화이팅!", "(memory is off (--no-memory))", "(memory is off (--no-memory))"]
 
 
+def test_the_chats_own_lines_fit_a_120_column_terminal(tmp_path: Path):
+    """The file's path may be long, so the options come on a line of their own; nothing of the chat's wraps in
+    120 columns."""
+    warned = Transcript()
+    store, _ = open_memory(tmp_path / "m.db", warned)
+    assert store is not None and warned[0] == f"memory: {tmp_path / 'm.db'} (0 remembered)"
+    assert len(warned) == 2 and "--no-memory" in warned[1]
+    assert len(warned[1]) <= 120 and len(f"({HINT})") <= 120
+
+
 def test_unusable_database_means_no_memory_in_one_line(tmp_path: Path):
     corrupt = tmp_path / "corrupt.db"
     corrupt.write_bytes(b"not a sqlite database " * 200)
