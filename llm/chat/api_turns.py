@@ -17,7 +17,7 @@ from typing import Protocol
 
 from llm.chat.api_requests import ApiError, Sampling, TurnRequest
 from llm.chat.api_stream import Finished
-from llm.chat.chat import Chat, MessageTooLong
+from llm.chat.chat import MEMORY_OPTIONS, Chat, MessageTooLong
 from llm.common.cli import error_line
 from llm.memory.store import MemoryStore, MemoryUnavailable
 
@@ -61,13 +61,15 @@ def user_file(folder: Path, user: str | None) -> Path:
 
 
 def open_users_folder(folder: Path, warn: Callable[[str], None]) -> tuple[Path | None, str]:
-    """(the folder, "") after one line naming it; or (None, why memory is off) after that line."""
+    """(the folder, "") after a line naming it and one on the options; or (None, why memory is off) after a line
+    saying so."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         warn(f"memory is off: cannot create {folder} ({error.strerror or error})")
         return None, "memory is off: the server cannot keep memories"
-    warn(f"memory: one file per user in {folder} (--memory-db chooses where, --no-memory turns it off)")
+    warn(f"memory: one file per user in {folder}")
+    warn(MEMORY_OPTIONS)
     return folder, ""
 
 

@@ -23,7 +23,8 @@ BOT_LABEL = "오로라: "
 EMPTY_ANSWER = "…"  # shown when nothing is left of an answer once its tag and markers are gone
 NOT_TEXT = "(that message holds bytes or characters that are not valid text, so it was not sent; type it again)"
 MAX_MESSAGE_CHARS = 2000  # far more than a chat message; the model's own limit (in tokens) is checked after
-# Fits one line of a 120-column terminal, parentheses included.
+# Each fits one line of a 120-column terminal; the memory's place has a line of its own, a path being any length.
+MEMORY_OPTIONS = "(--memory-db chooses where the memory is kept, --no-memory turns it off)"
 HINT = "commands: /memory what she remembers, /why what she recalled, /forget clears it, /quit (or Ctrl-D)"
 
 # Bracketed text at the start of an answer: a memory tag, well-formed or not ("[: 면접]", "[[a: b]]").
@@ -77,9 +78,8 @@ def open_memory(path: Path, warn: Callable[[str], None]) -> tuple[MemoryStore | 
     except MemoryUnavailable as error:
         warn(f"memory is off: {error}")
         return None, f"memory is off: {error}"
-    # Two lines: a long path would otherwise wrap the options in a narrow terminal.
     warn(f"memory: {path} ({len(store.memories())} remembered)")
-    warn("(--memory-db FILE chooses another file, --no-memory turns it off)")
+    warn(MEMORY_OPTIONS)
     return store, ""
 
 

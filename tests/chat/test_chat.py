@@ -15,7 +15,7 @@ from helpers.memory import ValueScorer
 from helpers.scripts import heavy_modules_after, run_in_process
 from llm.common.adapters import load_fine_tuned
 from llm.common.folders import AdapterError, read_adapter
-from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER, HINT, USER_LABEL, Chat, open_memory, run_interactive, run_prompts
+from llm.chat.chat import BOT_LABEL, EMPTY_ANSWER, HINT, MEMORY_OPTIONS, USER_LABEL, Chat, open_memory, run_interactive, run_prompts
 from llm.common.inference import Answer
 from llm.common.markers import ANSWER_END, ANSWER_START
 from llm.common.models import save_in_hub_layout
@@ -206,8 +206,8 @@ def test_the_chats_own_lines_fit_a_120_column_terminal(tmp_path: Path):
     warned = Transcript()
     store, _ = open_memory(tmp_path / "m.db", warned)
     assert store is not None and warned[0] == f"memory: {tmp_path / 'm.db'} (0 remembered)"
-    assert len(warned) == 2 and "--no-memory" in warned[1]
-    assert len(warned[1]) <= 120 and len(f"({HINT})") <= 120
+    assert warned[1:] == [MEMORY_OPTIONS] and "--no-memory" in MEMORY_OPTIONS
+    assert len(MEMORY_OPTIONS) <= 120 and len(f"({HINT})") <= 120
 
 
 def test_unusable_database_means_no_memory_in_one_line(tmp_path: Path):
