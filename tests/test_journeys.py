@@ -155,6 +155,8 @@ def test_the_main_job_trains_and_its_epoch_lines_are_whole_on_screen(fine_tuned:
     shown = [int(match[1]) for row in rows if (match := epoch_line.fullmatch(row))]
     assert shown == list(range(1, epochs + 1)), "\n".join(row for row in rows if "epoch" in row)
     assert not [row for row in rows if "epoch" in row and "it/s" in row]  # no bar drawn into a line
+    # Nothing runs into the right edge and on mid-word: long lines are broken between words (bars excepted).
+    assert not [row for row in rows if len(row) >= COLUMNS and "it/s" not in row], "\n".join(rows)
     assert sum("NOTICE: no Polyglot-Ko 1.3B weights" in row for row in rows) == 1
     assert not [row for row in rows if row.startswith("[rank ")]  # one process: no per-rank report
     assert (clone / "llm" / "models" / "polyglot_fine_tuned" / "adapter_model.safetensors").is_file()

@@ -5,7 +5,9 @@ import contextlib
 import os
 import platform
 import re
+import shutil
 import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -75,7 +77,9 @@ class _Tee:
     """stdout while a log is open: the terminal and the log file; a failed write to the file is one line.
 
     The terminal gets whole lines, each written with the progress bars cleared and redrawn below it
-    (tqdm.external_write_mode): a bar that redraws itself mid-line would otherwise split the line in two.
+    (tqdm.external_write_mode): a bar that redraws itself mid-line would otherwise split the line in two. A line
+    wider than a terminal is wrapped between words, its continuation indented, instead of mid-word by the
+    terminal; the log file keeps it as one line.
     """
 
     def __init__(self, terminal: TextIO, log: "RunLog | None") -> None:
@@ -94,6 +98,8 @@ class _Tee:
     def _to_terminal(self, text: str) -> None:
         from tqdm import tqdm
 
+        if self.isatty():
+            text = _fit_to_width(text, shutil.get_terminal_size().columns - 1)
         with tqdm.external_write_mode(file=sys.stderr):  # the bars draw on stderr, the same screen
             self.terminal.write(text)
             self.terminal.flush()
@@ -106,6 +112,15 @@ class _Tee:
 
     def isatty(self) -> bool:
         return self.terminal.isatty()
+
+
+def _fit_to_width(text: str, width: int) -> str:
+    """Each line over `width` characters broken between words, the rest indented by two spaces (a word longer
+    than the line, a path, is left whole)."""
+    return "\n".join(
+        "\n".join(textwrap.wrap(line, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
+        if len(line) > width else line
+        for line in text.split("\n"))
 
 
 @contextlib.contextmanager

@@ -289,13 +289,16 @@ def base_folder(spec: ModelSpec, model_dir: Path, splits: Splits) -> Path:
 
 
 def tiny_notice(spec: ModelSpec, model_dir: Path, tiny_dir: Path) -> str:
-    """The loud notice printed (and logged) whenever a run uses the stand-in."""
+    """The loud notice printed (and logged) whenever a run uses the stand-in. Each folder has a line of its own,
+    so that a long path does not push the words past the edge of a terminal."""
     bar = "!" * 78
     return (
         f"{bar}\n"
-        f"!! NOTICE: no {spec.display_name} weights in {model_dir}\n"
-        f"!! Running on a TINY RANDOMLY INITIALISED {spec.architecture} stand-in built by this project\n"
-        f"!! ({tiny_dir}). The pipeline is real; the answers are not Oh-LoRA's.\n"
-        f"!! Put the downloaded weights in {model_dir} (see llm/models/README.md) for a real run.\n"
+        f"!! NOTICE: no {spec.display_name} weights in\n"
+        f"!!   {model_dir}\n"
+        f"!! Running on a TINY RANDOMLY INITIALISED {spec.architecture} stand-in built by this project,\n"
+        f"!!   {tiny_dir}\n"
+        f"!! The pipeline is real; the answers are not Oh-LoRA's. For a real run, put the downloaded weights\n"
+        f"!! in the first folder (see llm/models/README.md).\n"
         f"{bar}"
     )
