@@ -8,25 +8,25 @@ import pytest
 from helpers.scripts import heavy_modules_after_help, run_in_process
 from llm.memory.offline_scorer import OfflineScorer
 from llm.memory.research.cue_scorer import CueScorer
-from llm.memory.research.data import (BLIND_CASES_CSV, BLIND_PAIRS_CSV, CASES_CSV, FIT_CASES, PAIRS_CSV, read_cases,
-                                      read_pairs)
+from llm.memory.research.data import BLIND_SETS, CASES_CSV, FIT_CASES, PAIRS_CSV, read_cases, read_pairs
 from llm.memory.research.metrics import NONE_RECALL_TARGET, best_picks, case_metrics, choose_threshold
 
 SCRIPT = "llm/memory/evaluate_retrieval.py"
 NUMBER = r"-?\d\.\d{3}"
 
 
-def test_evaluate_prints_the_scorers_side_by_side_on_the_blind_set_by_default():
+def test_evaluate_prints_the_scorers_side_by_side_on_both_blind_sets_by_default():
     result = run_in_process(SCRIPT, "--rows", "0:30")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert re.search(r"^retrieval_cases_blind\.csv: 30 cases, rows 0:30, \d+ of them none$", out, re.M)
-    assert re.search(r"^relevance_pairs_blind\.csv: 30 pairs, rows 0:30$", out, re.M)
-    assert re.search(r"^ +lists +offline$", out, re.M)  # no encoder folder in a checkout: two columns
-    assert re.search(rf"^top-1 accuracy +{NUMBER} +{NUMBER}$", out, re.M)
-    assert re.search(rf"^none recall +{NUMBER} \(\d+/\d+\) +{NUMBER} \(\d+/\d+\)$", out, re.M)
+    headings = re.findall(r"^(retrieval_cases_blind2?\.csv: 30 cases, rows 0:30, \d+ of them none"
+                          r"|relevance_pairs_blind2?\.csv: 30 pairs, rows 0:30)$", out, re.M)
+    assert [h.split(":")[0] for h in headings] == [path.name for pair in BLIND_SETS for path in pair]
+    assert len(re.findall(r"^ +lists +offline$", out, re.M)) == 4  # no encoder folder in a checkout: two columns
+    assert len(re.findall(rf"^top-1 accuracy +{NUMBER} +{NUMBER}$", out, re.M)) == 2
+    assert len(re.findall(rf"^none recall +{NUMBER} \(\d+/\d+\) +{NUMBER} \(\d+/\d+\)$", out, re.M)) == 2
     for label in ("MSE", "MAE", "corr"):
-        assert re.search(rf"^{label} +{NUMBER} +{NUMBER}$", out, re.M)
+        assert len(re.findall(rf"^{label} +{NUMBER} +{NUMBER}$", out, re.M)) == 2
     assert out.splitlines()[-3:] == ["fitted on:", f"  lists: {CueScorer().fitted_on}",
                                      f"  offline: {OfflineScorer.load().fitted_on}"]
     assert "blind" not in OfflineScorer.load().fitted_on
@@ -50,7 +50,7 @@ def test_evaluate_script_bad_file_is_one_line_and_exit_2(tmp_path: Path):
 
 
 def test_the_sets_are_large_enough():
-    for cases_path, pairs_path in ((CASES_CSV, PAIRS_CSV), (BLIND_CASES_CSV, BLIND_PAIRS_CSV)):
+    for cases_path, pairs_path in ((CASES_CSV, PAIRS_CSV), *BLIND_SETS):
         cases = read_cases(cases_path)
         none_share = sum(relevant is None for _, _, relevant in cases) / len(cases)
         assert len(cases) >= 100 and 0.25 <= none_share <= 0.4

@@ -1,6 +1,6 @@
 """Measure every memory scorer side by side: the old cue lists, the offline scorer, the encoder when there is one.
 
-    python llm/memory/evaluate_retrieval.py                  # the blind set (cases and pairs): never fitted on
+    python llm/memory/evaluate_retrieval.py                  # the two blind sets (cases and pairs): never fitted on
     python llm/memory/evaluate_retrieval.py --eval llm/memory/research/dev/retrieval_cases_dev.csv \\
         --pairs llm/memory/research/dev/relevance_pairs_dev.csv        # the development set (fitted on)
     python llm/memory/evaluate_retrieval.py --model /tmp/refit.json --encoder /tmp/encoder   # try a refit
@@ -15,8 +15,7 @@ from pathlib import Path
 from llm.common.cli import ArgumentParser
 from llm.memory.chat_scorer import ENCODER_DIR
 from llm.memory.relevance import Scorer
-from llm.memory.research.data import (BLIND_CASES_CSV, BLIND_PAIRS_CSV, read_cases, read_pairs, row_slice,
-                                      select_rows)
+from llm.memory.research.data import BLIND_SETS, read_cases, read_pairs, row_slice, select_rows
 from llm.memory.research.metrics import best_picks, case_metrics, pair_metrics
 
 LABEL_WIDTH = 16
@@ -26,10 +25,10 @@ def _parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval", type=Path, metavar="FILE",
                         help="cases: user_prompt, memories ('|'-separated tags), relevant (a tag or 'none') "
-                             "(default when neither file is given: the blind set's)")
+                             "(default when neither file is given: each blind set's)")
     parser.add_argument("--pairs", type=Path, metavar="FILE",
                         help="pairs: memory_0, user_prompt_1, similarity_score in [0, 1] (default when neither "
-                             "file is given: the blind set's)")
+                             "file is given: each blind set's)")
     parser.add_argument("--rows", type=row_slice, default=slice(None), metavar="START:END",
                         help="only these data rows of each file, counted from 0 like a Python slice (e.g. 216:)")
     parser.add_argument("--model", type=Path, metavar="FILE",
@@ -85,20 +84,19 @@ def report_pairs(path: Path, span: slice, scorers: list[Scorer]) -> None:
 
 def main() -> int:
     args = _parser().parse_args()
-    cases_path, pairs_path = args.eval, args.pairs
-    if cases_path is None and pairs_path is None:
-        cases_path, pairs_path = BLIND_CASES_CSV, BLIND_PAIRS_CSV
+    sets = [(args.eval, args.pairs)] if args.eval is not None or args.pairs is not None else list(BLIND_SETS)
     # every file read and checked before the slow loading and scoring, so that a bad one fails at once
-    for path, read in ((cases_path, read_cases), (pairs_path, read_pairs)):
-        if path is not None:
-            select_rows(read(path), args.rows, path)
+    for cases_path, pairs_path in sets:
+        for path, read in ((cases_path, read_cases), (pairs_path, read_pairs)):
+            if path is not None:
+                select_rows(read(path), args.rows, path)
     chosen = scorers(args.model, args.encoder)
-    if cases_path is not None:
-        report_cases(cases_path, args.rows, chosen)
-    if pairs_path is not None:
-        if cases_path is not None:
+    reports = [(report, path) for cases_path, pairs_path in sets
+               for report, path in ((report_cases, cases_path), (report_pairs, pairs_path)) if path is not None]
+    for index, (report, path) in enumerate(reports):
+        if index:
             print()
-        report_pairs(pairs_path, args.rows, chosen)
+        report(path, args.rows, chosen)
     print("\nfitted on:")
     for scorer in chosen:
         print(f"  {scorer.name}: {scorer.fitted_on}")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from llm.common.cli import SEED, ArgumentParser, UserError, float_range, int_range, positive_float, positive_int
 from llm.memory.chat_scorer import ENCODER_DIR
-from llm.memory.research.data import BLIND_CASES_CSV, FIT_CASES, FIT_PAIRS, row_slice
+from llm.memory.research.data import BLIND_DIR, FIT_CASES, FIT_PAIRS, row_slice
 
 
 def _parser() -> ArgumentParser:
@@ -42,7 +42,7 @@ def _parser() -> ArgumentParser:
 
 
 def _refuse_blind(paths: list[Path]) -> None:
-    blind = BLIND_CASES_CSV.parent.resolve()
+    blind = BLIND_DIR.resolve()
     for path in paths:
         if path.resolve().is_relative_to(blind):
             raise UserError(f"{path}: the blind set only reports; nothing is fitted or chosen on it")
