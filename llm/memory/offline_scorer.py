@@ -11,11 +11,6 @@ over these 17 numbers (offline_model.json, fitted by train_retrieval.py) gives t
 is relevant. Nothing in it names a key: a key never seen in training is scored through the meaning of its words.
 A memory with no evidence at all (no word with a vector on either side, no shared lemma, value not written)
 scores 0: the model never guesses from nothing.
-
-Some messages score high against any memory (many words, common ones). So a memory is recalled only when it
-stands out: its relevance minus the message's background, the BACKGROUND_QUANTILE of the relevance the model gives
-the message for a bank of ordinary memories (the memories of the fitting data, kept in offline_model.json), must
-reach the threshold. That holds however few memories a user has stored.
 """
 
 import functools
@@ -25,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from llm.common.tags import parse_memory_tag
 from llm.memory.morphemes import Analysis, space
 from llm.memory.relevance import Scorer, ScorerError, message_text
 
@@ -33,8 +27,6 @@ MODEL_JSON = Path(__file__).with_name("offline_model.json")
 FEATURES = tuple(f"{part}_{measure}" for part in ("key", "value", "memory")
                  for measure in ("sentence", "recall", "precision", "z", "lemma")) + ("value_written", "message_words")
 NO_VECTOR_Z = -3.0  # the z feature of a part with no word vector, or of a message with none
-# Chosen on the development sets' held-out cases among 0.5, 0.8, 0.9, 0.95 and 0.98 (llm/memory/README.md).
-BACKGROUND_QUANTILE = 0.9
 
 
 @functools.lru_cache(maxsize=4096)
@@ -195,11 +187,6 @@ def relevance_of_rows(rows: np.ndarray, model: dict) -> np.ndarray:
     return np.where(nothing, 0.0, predict(rows, model))
 
 
-def background_level(bank_rows: np.ndarray, model: dict) -> float:
-    """The message's background: the BACKGROUND_QUANTILE of the model's relevance for the bank's memories."""
-    return float(np.quantile(relevance_of_rows(bank_rows, model), BACKGROUND_QUANTILE))
-
-
 def read_model(path: Path = MODEL_JSON) -> dict:
     """The fitted parameters written by train_retrieval.py (JSON, never pickle); ScorerError if unusable."""
     try:
@@ -208,8 +195,6 @@ def read_model(path: Path = MODEL_JSON) -> dict:
         if tuple(model["features"]) != FEATURES or len(model["coef"]) != len(FEATURES):
             raise ValueError("fitted for other features")
         float(model["intercept"]), float(model["threshold"])
-        if not model["background"] or any(parse_memory_tag(tag) is None for tag in model["background"]):
-            raise ValueError("its background bank is not a list of memory tags")
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ScorerError(f"{path}: not an offline model written by train_retrieval.py "
                           f"({getattr(error, 'strerror', None) or error}); run llm/memory/train_retrieval.py") from None
@@ -224,7 +209,6 @@ class OfflineScorer(Scorer):
     def __init__(self, model: dict) -> None:
         super().__init__(float(model["threshold"]), str(model.get("fitted_on", "unknown data")))
         self.model = model
-        self.bank = [parse_memory_tag(tag) for tag in model["background"]]
 
     @staticmethod
     def load(path: Path = MODEL_JSON) -> "OfflineScorer":
@@ -233,11 +217,6 @@ class OfflineScorer(Scorer):
 
     def score_memories(self, memories: list[tuple[str, str]], message: str) -> list[float]:
         return relevance_of_rows(feature_rows(memories, message), self.model).tolist()
-
-    def background(self, message: str) -> float:
-        if not message_text(message):
-            return 0.0
-        return background_level(feature_rows(self.bank, message), self.model)
 
 
 @functools.cache

@@ -51,19 +51,9 @@ class Scorer:
         """Relevance in [0, 1] of one memory tag like "[일정: 면접]" to a message."""
         return self.scores([tag], message)[0]
 
-    def background(self, message: str) -> float:
-        """The relevance that memories in general reach for this message; a memory is recalled only when its own
-        stands at least the threshold above it. 0 here: the threshold is on the relevance itself."""
-        return 0.0
-
-    def recall_score(self, relevance: float, message: str) -> float:
-        """What the threshold is compared with: how far a memory's relevance stands above the background."""
-        return relevance - self.background(message)
-
     def most_relevant(self, tags: list[str], message: str) -> tuple[str, float] | None:
-        """The best tag and its relevance if its recall score reaches the threshold, else None; ties go to the
-        earlier tag."""
+        """The best tag and its score if it reaches the threshold, else None; ties go to the earlier tag."""
         best = max(zip(tags, self.scores(tags, message)), key=lambda pair: pair[1], default=None)
-        if best is None or self.recall_score(best[1], message) < self.threshold:
+        if best is None or best[1] < self.threshold:
             return None
         return best

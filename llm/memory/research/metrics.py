@@ -14,16 +14,16 @@ from llm.memory.research.data import Case, Pair
 NONE_RECALL_TARGET = 0.9
 THRESHOLDS = np.round(np.arange(0.05, 0.991, 0.01), 2)
 
-Pick = tuple[str, float]  # a case's best tag and its recall score, before the threshold
+Pick = tuple[str, float]  # a case's best tag and its score, before the threshold
 
 
 def best_picks(scorer: Scorer, cases: list[Case]) -> list[Pick]:
-    """Per case: the tag the scorer ranks first and its recall score (ties: the earlier tag)."""
+    """Per case: the tag the scorer ranks first and its score (ties: the earlier tag)."""
     picks = []
     for message, tags, _ in cases:
         scores = scorer.scores(tags, message)
         best = int(np.argmax(scores))
-        picks.append((tags[best], scorer.recall_score(float(scores[best]), message)))
+        picks.append((tags[best], float(scores[best])))
     return picks
 
 

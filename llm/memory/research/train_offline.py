@@ -4,8 +4,7 @@ threshold chosen on held-out cases.
 The features (offline_scorer.FEATURES) of every pair go into scikit-learn's LogisticRegression; a graded label
 (0, 0.5, 1) is a soft target, given as two weighted rows (relevant with weight g, not with 1 - g). The threshold
 comes from a grouped k-fold split BY MEMORY TAG (no memory on both sides, as a blind set's memories are new):
-each case is scored by a model that never saw its memories, against a background bank without them, and the
-threshold (on the best memory's relevance above the message's background) is the one with the best top-1
+each case is scored by a model that never saw its memories, and the threshold is the one with the best top-1
 accuracy that keeps the none recall at NONE_RECALL_TARGET in every case file. The blind set takes no part.
 """
 
@@ -20,7 +19,7 @@ import numpy as np
 from llm.common.cli import UserError
 from llm.common.outputs import write_text_atomically
 from llm.memory import morphemes
-from llm.memory.offline_scorer import FEATURES, background_level, feature_rows, relevance_of_rows
+from llm.memory.offline_scorer import FEATURES, feature_rows, relevance_of_rows
 from llm.common.tags import parse_memory_tag
 from llm.memory.research.data import Case, Pair, describe_rows, read_cases, read_pairs
 from llm.memory.research.metrics import NONE_RECALL_TARGET, case_metrics, choose_threshold, pair_metrics
@@ -66,42 +65,23 @@ def case_fold(case: Case, k: int) -> int:
     return fold_of(relevant, k) if relevant is not None else zlib.crc32(message.encode("utf-8")) % k
 
 
-@dataclass(frozen=True)
-class Bank:
-    """The background bank: the fitting data's memories, and each case message's feature rows against them."""
-    tags: list[str]
-    rows: list[np.ndarray]  # per case, one row per bank memory
-
-    def folds(self, k: int) -> np.ndarray:
-        return np.array([fold_of(tag, k) for tag in self.tags])
-
-
-def bank_tags(pairs: list[Pair], cases: list[Case]) -> list[str]:
-    """Every memory of the fitting data, once, in its normalised form."""
-    memories = {parse_memory_tag(tag) for tag, _, _ in pairs} | {parse_memory_tag(t) for _, tags, _ in cases
-                                                                  for t in tags}
-    return sorted(f"[{key}: {value}]" for key, value in memories)
-
-
-def _pick(tags: list[str], rows: np.ndarray, bank_rows: np.ndarray, model: dict) -> tuple[str, float]:
-    """The best tag and its recall score: its relevance above the message's background."""
+def _pick(tags: list[str], rows: np.ndarray, model: dict) -> tuple[str, float]:
     scores = relevance_of_rows(rows, model)
     best = int(np.argmax(scores))
-    return tags[best], float(scores[best]) - background_level(bank_rows, model)
+    return tags[best], float(scores[best])
 
 
 def held_out(pairs: list[Pair], x: np.ndarray, grades: np.ndarray, cases: list[Case], case_rows: list[np.ndarray],
-             bank: Bank, k: int, c: float) -> tuple[np.ndarray, list[tuple[str, float]]]:
-    """Each pair's score and each case's pick by the model of the folds that do not hold its memory; the
-    background bank leaves that fold's memories out too."""
-    folds, bank_folds = np.array([fold_of(tag, k) for tag, _, _ in pairs]), bank.folds(k)
+             k: int, c: float) -> tuple[np.ndarray, list[tuple[str, float]]]:
+    """Each pair's score and each case's pick by the model of the folds that do not hold its memory."""
+    folds = np.array([fold_of(tag, k) for tag, _, _ in pairs])
     scores, picks = np.zeros(len(pairs)), [("", 0.0)] * len(cases)
     for fold in range(k):
         model = fit(x[folds != fold], grades[folds != fold], c)
         scores[folds == fold] = relevance_of_rows(x[folds == fold], model)
         for i, case in enumerate(cases):
             if case_fold(case, k) == fold:
-                picks[i] = _pick(case[1], case_rows[i], bank.rows[i][bank_folds != fold], model)
+                picks[i] = _pick(case[1], case_rows[i], model)
     return scores, picks
 
 
@@ -147,17 +127,15 @@ def train(options: OfflineOptions) -> int:
     x = np.vstack([feature_rows([parse_memory_tag(tag)], message) for tag, message, _ in pairs])
     grades = np.array([grade for _, _, grade in pairs])
     case_rows = [feature_rows([parse_memory_tag(tag) for tag in tags], message) for message, tags, _ in cases]
-    fitted = [pairs[i] for i in np.flatnonzero(inside)]
-    tags = bank_tags(fitted, cases)
-    bank = Bank(tags, [feature_rows([parse_memory_tag(tag) for tag in tags], message) for message, _, _ in cases])
     print(f"Kiwi and its vectors loaded in {morphemes.load_seconds:.1f} s; {len(pairs)} pairs, {len(cases)} cases")
 
     k = options.check_folds or FOLDS
-    scores, picks = held_out(fitted, x[inside], grades[inside], cases, case_rows, bank, k, options.c)
+    fitted = [pairs[i] for i in np.flatnonzero(inside)]
+    scores, picks = held_out(fitted, x[inside], grades[inside], cases, case_rows, k, options.c)
     per_file = [([cases[i] for i in span], [picks[i] for i in span]) for _, span in case_files]
     model = fit(x[inside], grades[inside], options.c)
     # The model that ships must be as quiet as the held-out ones: fitted on more rows, it is bolder.
-    shipped = [([cases[i] for i in span], [_pick(cases[i][1], case_rows[i], bank.rows[i], model) for i in span])
+    shipped = [([cases[i] for i in span], [_pick(cases[i][1], case_rows[i], model) for i in span])
                for _, span in case_files]
     threshold = choose_threshold(per_file, also_quiet_on=shipped)
     _report(k, pair_files, inside, scores, grades, case_files, per_file, threshold)
@@ -169,7 +147,7 @@ def train(options: OfflineOptions) -> int:
         print(f"pairs held out by --rows ({(~inside).sum()}): "
               f"{_pairs_line(relevance_of_rows(x[~inside], model), grades[~inside])}")
     sizes = [len(span) for _, span in pair_files]
-    model |= {"threshold": threshold, "background": bank.tags,
+    model |= {"threshold": threshold,
               "fitted_on": f"{describe_rows(options.pair_files, sizes, options.rows)}, threshold on "
                            f"{describe_rows(options.case_files, [len(span) for _, span in case_files])}",
               "c": options.c, "trained": date.today().isoformat(), **_versions()}
