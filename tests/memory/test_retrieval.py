@@ -194,8 +194,10 @@ def test_training_refits_and_the_evaluation_tries_the_refit_without_touching_the
     assert len(result.stderr.strip().splitlines()) == 1 and "not an offline model" in result.stderr
 
 
-def test_the_blind_set_is_never_fitted_on():
-    result = run_in_process(TRAIN, "--pairs", "llm/memory/research/blind/relevance_pairs_blind.csv")
+@pytest.mark.parametrize("args", [["--pairs", "llm/memory/research/blind/relevance_pairs_blind.csv"],
+                                  ["--eval", "llm/memory/research/blind/retrieval_cases_blind2.csv"]])
+def test_the_blind_sets_are_never_fitted_on(args):
+    result = run_in_process(TRAIN, *args)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "the blind set only reports" in result.stderr
 
