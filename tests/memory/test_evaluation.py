@@ -15,18 +15,19 @@ SCRIPT = "llm/memory/evaluate_retrieval.py"
 NUMBER = r"-?\d\.\d{3}"
 
 
-def test_evaluate_prints_the_scorers_side_by_side_on_both_blind_sets_by_default():
+def test_evaluate_prints_the_scorers_side_by_side_on_every_blind_set_by_default():
     result = run_in_process(SCRIPT, "--rows", "0:30")
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    headings = re.findall(r"^(retrieval_cases_blind2?\.csv: 30 cases, rows 0:30, \d+ of them none"
-                          r"|relevance_pairs_blind2?\.csv: 30 pairs, rows 0:30)$", out, re.M)
+    headings = re.findall(r"^(retrieval_cases_blind\d?\.csv: 30 cases, rows 0:30, \d+ of them none"
+                          r"|relevance_pairs_blind\d?\.csv: 30 pairs, rows 0:30)$", out, re.M)
     assert [h.split(":")[0] for h in headings] == [path.name for pair in BLIND_SETS for path in pair]
-    assert len(re.findall(r"^ +lists +offline$", out, re.M)) == 4  # no encoder folder in a checkout: two columns
-    assert len(re.findall(rf"^top-1 accuracy +{NUMBER} +{NUMBER}$", out, re.M)) == 2
-    assert len(re.findall(rf"^none recall +{NUMBER} \(\d+/\d+\) +{NUMBER} \(\d+/\d+\)$", out, re.M)) == 2
+    sets = len(BLIND_SETS)
+    assert len(re.findall(r"^ +lists +offline$", out, re.M)) == 2 * sets  # no encoder folder in a checkout
+    assert len(re.findall(rf"^top-1 accuracy +{NUMBER} +{NUMBER}$", out, re.M)) == sets
+    assert len(re.findall(rf"^none recall +{NUMBER} \(\d+/\d+\) +{NUMBER} \(\d+/\d+\)$", out, re.M)) == sets
     for label in ("MSE", "MAE", "corr"):
-        assert len(re.findall(rf"^{label} +{NUMBER} +{NUMBER}$", out, re.M)) == 2
+        assert len(re.findall(rf"^{label} +{NUMBER} +{NUMBER}$", out, re.M)) == sets
     assert out.splitlines()[-3:] == ["fitted on:", f"  lists: {CueScorer().fitted_on}",
                                      f"  offline: {OfflineScorer.load().fitted_on}"]
     assert "blind" not in OfflineScorer.load().fitted_on

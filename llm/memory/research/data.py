@@ -6,9 +6,9 @@ message needs. Three sets of each:
 - the in-repo set (relevance_pairs.csv, retrieval_eval.csv), written with the cue lists (cue_scorer.py);
 - the development set (dev/), written later, with messages that name their topic indirectly and negatives
   that reuse a memory's word in another sense;
-- the blind sets (blind/), each written from a brief by an author who saw no code and no other data. They are
-  never fitted on and never used to choose anything: they only report. The second (blind2, its brief in
-  blind/BRIEF_blind2.md) was written when the first had been looked at three times, for an untouched figure.
+- the blind sets (blind/), each written from a brief by authors who saw no code and no other data. They are
+  never fitted on and never used to choose anything: they only report. The second and third (blind2, blind3,
+  their briefs in blind/BRIEF_*.md) were written when the first had been looked at three times.
 """
 
 import argparse
@@ -29,7 +29,10 @@ BLIND_PAIRS_CSV = BLIND_DIR / "relevance_pairs_blind.csv"
 BLIND_CASES_CSV = BLIND_DIR / "retrieval_cases_blind.csv"
 BLIND2_PAIRS_CSV = BLIND_DIR / "relevance_pairs_blind2.csv"
 BLIND2_CASES_CSV = BLIND_DIR / "retrieval_cases_blind2.csv"
-BLIND_SETS = ((BLIND_CASES_CSV, BLIND_PAIRS_CSV), (BLIND2_CASES_CSV, BLIND2_PAIRS_CSV))  # (cases, pairs) each
+BLIND3_PAIRS_CSV = BLIND_DIR / "relevance_pairs_blind3.csv"
+BLIND3_CASES_CSV = BLIND_DIR / "retrieval_cases_blind3.csv"
+BLIND_SETS = ((BLIND_CASES_CSV, BLIND_PAIRS_CSV), (BLIND2_CASES_CSV, BLIND2_PAIRS_CSV),
+              (BLIND3_CASES_CSV, BLIND3_PAIRS_CSV))  # (cases, pairs) each
 # What every scorer may be fitted on and have its threshold chosen on: every set but the blind one.
 FIT_PAIRS = (PAIRS_CSV, DEV_PAIRS_CSV)
 FIT_CASES = (CASES_CSV, DEV_CASES_CSV)
