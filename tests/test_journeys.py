@@ -99,11 +99,17 @@ def run(clone: Path, argv: list[str], timeout: float = 600) -> subprocess.Comple
                           text=True, timeout=timeout)
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A shell that runs the suite in the background hands its children SIGINT ignored; a user's server has Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(clone: Path, argv: list[str]) -> subprocess.Popen:
     """A documented server command (argv[0] is `python`) started from the clone's root, its output piped."""
     assert argv[0] == "python", argv
     return subprocess.Popen([sys.executable, *argv[1:]], cwd=clone, env=user_environment(clone),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ctrl_c_as_in_a_terminal)
 
 
 def run_in_terminal(clone: Path, argv: list[str], timeout: float = 600) -> tuple[int, bytes]:
