@@ -179,6 +179,7 @@ def test_training_refits_and_the_evaluation_tries_the_refit_without_touching_the
     assert re.search(r"^pairs held out by --rows \(16\): MSE \d\.\d{3}  MAE \d\.\d{3}  corr -?\d\.\d{3}$",
                      result.stdout, re.M)
     threshold = float(re.search(r"^threshold (\d\.\d\d): ", result.stdout, re.M)[1])
+    assert max(len(line) for line in result.stdout.splitlines()) <= 120, result.stdout  # whole lines in a terminal
     refit = json.loads(out.read_text(encoding="utf-8"))
     assert refit["fitted_on"] == "pairs.csv rows 0:32, threshold on cases.csv rows 0:12"
     assert refit["threshold"] == threshold
@@ -207,9 +208,10 @@ def test_benchmark_script_runs_and_prints_its_figures():
     result = run_in_process(BENCHMARK, "--memories", "12", "--messages", "3", "--runs", "2")
     assert result.returncode == 0, result.stderr
     load = re.search(r"^offline scorer: load (\d+\.\d\d) s ", result.stdout, re.M)
-    per_message = re.search(r"^offline scorer: ms per message against 12 stored memories: (\d+\.\d\d) \(median of "
+    per_message = re.search(r"^offline scorer: ms per message against 12 stored memories: (\d+\.\d\d)\n  \(median of "
                             r"2 runs of 3 messages;", result.stdout, re.M)
     assert load and per_message, result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) <= 100  # whole lines in a terminal
     assert 0 < float(per_message[1]) < 1000
 
 

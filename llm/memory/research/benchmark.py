@@ -62,8 +62,8 @@ def benchmark(scorer, memories: list[str], messages: list[str], runs: int, clear
     for _ in range(runs):
         clear_caches()  # each run's message words are new to it
         per_message.append(_time_ms(lambda: [scorer.most_relevant(memories, m) for m in messages]) / len(messages))
-    print(f"{name}: ms per message against {len(memories)} stored memories: {statistics.median(per_message):.2f} "
-          f"(median of {runs} runs of {len(messages)} messages; min {min(per_message):.2f}, "
+    print(f"{name}: ms per message against {len(memories)} stored memories: {statistics.median(per_message):.2f}\n"
+          f"  (median of {runs} runs of {len(messages)} messages; min {min(per_message):.2f}, "
           f"max {max(per_message):.2f}; budget {BUDGET_MS:.0f} ms)")
 
 

@@ -10,6 +10,7 @@ Cases (--eval): top-1 accuracy (a "none" answer is right when no memory is relev
 relevance. The last lines say what each scorer was fitted on: figures on rows it was fitted on are no test of it.
 """
 
+import textwrap
 from pathlib import Path
 
 from llm.common.cli import ArgumentParser
@@ -19,6 +20,7 @@ from llm.memory.research.data import BLIND_SETS, read_cases, read_pairs, row_sli
 from llm.memory.research.metrics import best_picks, case_metrics, pair_metrics
 
 LABEL_WIDTH = 16
+FITTED_ON_WIDTH = 100  # what each scorer was fitted on, in whole words on lines that fit a terminal of 100 columns
 
 
 def _parser() -> ArgumentParser:
@@ -99,5 +101,6 @@ def main() -> int:
         report(path, args.rows, chosen)
     print("\nfitted on:")
     for scorer in chosen:
-        print(f"  {scorer.name}: {scorer.fitted_on}")
+        print(textwrap.fill(f"{scorer.name}: {scorer.fitted_on}", FITTED_ON_WIDTH, initial_indent="  ",
+                            subsequent_indent="    ", break_long_words=False, break_on_hyphens=False))
     return 0

@@ -140,7 +140,7 @@ def train(options: OfflineOptions) -> int:
     threshold = choose_threshold(per_file, also_quiet_on=shipped)
     _report(k, pair_files, inside, scores, grades, case_files, per_file, threshold)
     print(f"threshold {threshold:.2f}: the best held-out top-1 that keeps none recall >= {NONE_RECALL_TARGET} in "
-          f"each case file, held out and for the model fitted on every row")
+          f"each case file,\n  held out and for the model fitted on every row")
     if options.check_folds:
         return 0
     if (~inside).any():
