@@ -16,9 +16,10 @@ except ModuleNotFoundError as missing:  # started outside the virtualenv of the 
     sys.exit(f"error: {missing}; activate the project's virtualenv first: . .venv/bin/activate")
 from llm.common.cli import ArgumentParser, run_main
 from llm.common.folders import MERGED_MODEL, read_adapter
+from llm.common.logs import lines_above_bars
 from llm.common.options import add_options, from_args, option
 from llm.common.outputs import OutputError, check_not_busy, check_replaceable
-from llm.common.specs import SPECS, repo_relative
+from llm.common.specs import SPECS, ModelSpec, repo_relative
 
 _DEFAULTS = ", ".join(f"{name}: {repo_relative(spec.merged_dir)}" for name, spec in sorted(SPECS.items()))
 
@@ -63,6 +64,13 @@ def main() -> int:
     info = merge_into_folder(spec, options.base_dir, options.adapter, output,
                              trust_pickled=options.trust_pickled_weights)
     files = sorted(path for path in output.iterdir() if path.is_file())
+    with lines_above_bars():  # its long lines break between words in a terminal
+        _report(spec, info, output, files)
+    return 0
+
+
+def _report(spec: ModelSpec, info: dict, output: Path, files: list[Path]) -> None:
+    """What the export wrote, and how to chat with it."""
     size = sum(path.stat().st_size for path in files) / 2**20
     print(f"merged {info['adapter']} into {info['base']} ({info['dtype']}): {output}")
     print(f"  {len(files)} files, {size:.1f} MiB: {', '.join(path.name for path in files)}")
@@ -74,7 +82,6 @@ def main() -> int:
     if info["tiny_stand_in"]:
         print("  (merged from the tiny stand-in, so the answers are noise: export again once the real weights "
               f"are in {repo_relative(spec.model_dir)})")
-    return 0
 
 
 if __name__ == "__main__":

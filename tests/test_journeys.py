@@ -161,8 +161,7 @@ def test_the_main_job_trains_and_its_epoch_lines_are_whole_on_screen(fine_tuned:
     shown = [int(match[1]) for row in rows if (match := epoch_line.fullmatch(row))]
     assert shown == list(range(1, epochs + 1)), "\n".join(row for row in rows if "epoch" in row)
     assert not [row for row in rows if "epoch" in row and "it/s" in row]  # no bar drawn into a line
-    # Nothing runs into the right edge and on mid-word: long lines are broken between words (bars excepted).
-    assert not [row for row in rows if len(row) >= COLUMNS and "it/s" not in row], "\n".join(rows)
+    assert_whole_on_screen(rows)
     assert sum("NOTICE: no Polyglot-Ko 1.3B weights" in row for row in rows) == 1
     assert not [row for row in rows if row.startswith("[rank ")]  # one process: no per-rank report
     assert (clone / "llm" / "models" / "polyglot_fine_tuned" / "adapter_model.safetensors").is_file()
@@ -189,10 +188,18 @@ def test_the_chat_answers_with_the_adapter_and_keeps_the_stand_ins_memory_apart(
     assert not (memory / "ohlora_memory.db").exists()  # the real model's memory gets none of the stand-in's noise
 
 
+def assert_whole_on_screen(rows: list[str]) -> None:
+    """Nothing runs into the right edge and on mid-word: long lines are broken between words (bars excepted)."""
+    assert not [row for row in rows if len(row) >= COLUMNS and "it/s" not in row], "\n".join(rows)
+
+
 @pytest.fixture(scope="module")
 def exported(chatted, clone: Path) -> Path:
-    result = run(clone, documented("README.md", "python llm/export_model.py"))
-    assert result.returncode == 0, result.stderr[-3000:]
+    code, output = run_in_terminal(clone, documented("README.md", "python llm/export_model.py"))
+    rows = screen_rows(output)
+    assert code == 0, "\n".join(rows[-30:])
+    assert any(row.startswith("merged ") for row in rows)
+    assert_whole_on_screen(rows)
     return clone / "llm" / "models" / "polyglot_merged"
 
 
@@ -248,12 +255,17 @@ def test_the_docs_pipeline_example_runs_as_written(exported: Path, clone: Path):
 
 
 def test_model_selection_ends_with_every_stand_in_ok(clone: Path):
-    result = run(clone, documented("README.md", "python llm/model_selection/run_model_selection.py"))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    statuses = re.findall(r"^\[\d+/\d+\] (.+ \(tiny stand-in\)): (\S+)$", result.stdout, re.MULTILINE)
-    assert [status for _, status in statuses] == ["ok", "ok"], result.stdout[-3000:]
-    assert not re.search(r"^\{'(loss|eval_loss|train_runtime)'", result.stdout, re.MULTILINE)  # no trainer dicts
+    code, output = run_in_terminal(clone, documented("README.md", "python llm/model_selection/run_model_selection.py"))
+    rows = screen_rows(output)
+    assert code == 0, "\n".join(rows[-30:])
+    assert not [row for row in rows if "Traceback" in row]
+    statuses = [match[2] for row in rows if (match := re.fullmatch(r"\[\d+/\d+\] (.+ \(tiny stand-in\)): (\S+)", row))]
+    assert statuses == ["ok", "ok"], "\n".join(rows)
+    assert not [row for row in rows if re.match(r"\{'(loss|eval_loss|train_runtime)'", row)]  # no trainer dicts
+    # the stand-ins' figures, a few columns wide; every column is in the markdown file
+    assert [row.split("  ")[0] for row in rows if row.endswith(("0", "n/a")) and "(tiny stand-in)  " in row] == \
+        ["polyglot-ko-1.3b (tiny stand-in)", "gemma-2-2b-it (tiny stand-in)"]
+    assert_whole_on_screen(rows)
 
 
 def test_model_selection_exits_non_zero_when_a_candidate_fails(clone: Path, tmp_path: Path):

@@ -30,7 +30,7 @@ from llm.common.outputs import check_not_busy, check_writable_folder, output_loc
 from llm.common.folders import folder_is_empty, folder_model_type
 from llm.common.device import Device, detect, host_description
 from llm.common.models import LoadedModel, ensure_tiny_model, load_local
-from llm.common.logs import epoch_losses
+from llm.common.logs import epoch_losses, lines_above_bars
 from llm.common.training import build_trainer, lora_config
 from llm.model_selection.candidates import Candidate
 from llm.model_selection.metrics import summarise
@@ -64,6 +64,11 @@ MD_COLUMNS = [
     ("answer_hangul_ratio", "Hangul", 3), ("memory_tag_accuracy", "Tag acc.", 3),
     ("memory_tag_key_accuracy", "Tag key acc.", 3),
 ]
+
+# What the terminal shows of the candidates that ran (the markdown file has every column): fits 120 columns.
+TERMINAL_COLUMNS = [("fine_tuning_time_s", "FT s", 1), ("inference_time_s", "infer s", 1),
+                    ("inference_peak_mb", "peak MB", 0), ("final_eval_loss", "eval loss", 3), ("stop_rate", "stop", 3),
+                    ("answer_hangul_ratio", "Hangul", 3), ("memory_tag_accuracy", "tag acc.", 3)]
 
 
 @dataclass
@@ -226,6 +231,16 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def terminal_table(rows: list[dict]) -> str:
+    """The candidates that ran, a few columns wide; the others' status lines were printed as they came."""
+    ran = [row for row in rows if row["status"] == "ok"]
+    width = max(len("candidate"), *(len(row["name"]) for row in ran))
+    lines = [f"{'candidate':<{width}}" + "".join(f"  {header:>9}" for _, header, _ in TERMINAL_COLUMNS)]
+    lines += [f"{row['name']:<{width}}" + "".join(f"  {_md_value(row, column, digits):>9}"
+                                                  for column, _, digits in TERMINAL_COLUMNS) for row in ran]
+    return "\n".join(lines)
+
+
 def write_summary(output_dir: Path, rows: list[dict], header: str) -> None:
     _write_csv(output_dir / SUMMARY_CSV, SUMMARY_COLUMNS, rows)
     write_text_atomically(output_dir / SUMMARY_MD, f"{header}\n\n{markdown_table(rows)}\n")
@@ -262,7 +277,7 @@ def main(options: SelectionOptions, candidates: list[Candidate], argv: list[str]
         raise UserError(f"no candidate has weights under {options.models_dir}"
                         + (" and --no-tiny leaves out the stand-ins" if options.no_tiny else "")
                         + ": nothing to compare (see llm/models/README.md for where the weights go)")
-    with output_lock(options.output_dir, "--output-dir"):
+    with output_lock(options.output_dir, "--output-dir"), lines_above_bars():  # long lines break between words
         return _run_jobs(jobs, splits, options, argv)
 
 
@@ -293,8 +308,10 @@ def _run_jobs(jobs: list[Job], splits: Splits, options: SelectionOptions, argv: 
         print(f"[{number}/{len(jobs)}] {job.name}: {row['status']}", flush=True)
         rows.append(row)
         write_summary(options.output_dir, rows, header)  # after every row, so an interrupted run keeps its results
-    print(markdown_table(rows))
-    print(f"results: {options.output_dir / SUMMARY_CSV}, {options.output_dir / SUMMARY_MD}")
+    if any(row["status"] == "ok" for row in rows):
+        print(terminal_table(rows))
+    print(f"results: {options.output_dir / SUMMARY_CSV}\n"
+          f"         {options.output_dir / SUMMARY_MD} (every column, with the run's date, machine and command)")
     failed = [row["name"] for row in rows if row["status"].startswith("failed")]
     if failed:
         print(f"error: {len(failed)} candidate(s) failed: {', '.join(failed)} (their rows say why)", file=sys.stderr)

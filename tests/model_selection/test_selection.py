@@ -105,3 +105,13 @@ def test_markdown_table(selection_run):
     assert sum("| ok |" in line for line in table) == len(TINY)
     assert sum("| skipped: no weights in " in line for line in table) == len(load_candidates()) - 1
     assert sum("| failed: " in line for line in table) == 1
+
+
+def test_the_terminal_shows_the_candidates_that_ran_in_a_narrow_table(selection_run):
+    table = selection_run["stdout"].split("\nresults: ")[0].splitlines()
+    header = next(i for i, line in enumerate(table) if line.startswith("candidate "))
+    ran = table[header + 1:]
+    assert [line.split("  ")[0] for line in ran] == list(TINY)  # the skipped and failed rows said so as they came
+    assert all(len(line.split()) >= 8 for line in ran)  # a name of a few words, then the seven figures
+    assert max(len(line) for line in table[header:]) < 120
+    assert "| failed: " not in selection_run["stdout"]  # the markdown table stays in its file
