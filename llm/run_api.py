@@ -35,7 +35,8 @@ def main() -> int:
 
     stand_in, model_id = model.loaded.is_tiny, options.model_id(model.loaded.is_tiny)
     if stand_in:
-        warn(f"!! {model.banner} Every response says so in its {STAND_IN_HEADER} header; the model id is {model_id}.")
+        # the notice above says what the stand-in is; a client reads it from every response too
+        warn(f"!! Every response says so in its {STAND_IN_HEADER} header; the model id is {model_id}.")
     folder, memory_off = (None, "memory is off (--no-memory)") if options.no_memory else open_users_folder(
         users_folder(memory_file(options.memory_db, stand_in)), warn)
     if folder is not None:

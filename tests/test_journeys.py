@@ -329,6 +329,10 @@ def test_the_api_answers_the_docs_openai_client_as_written(fine_tuned: dict, clo
     assert len(printed) == 3 and printed[0] and printed[2], printed  # the answer, what memory did, the stream
     assert ANSWER_END not in result.stdout and "recalled" in printed[1]
     assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    # the notice once, and what the API adds to it in one line that fits the terminal
+    assert stderr.count("NOTICE: no Polyglot-Ko 1.3B weights") == 1 and "Tiny stand-in: no" not in stderr
+    assert ("!! Every response says so in its X-OhLoRA-Stand-In header; the model id is ohlora-polyglot-tiny-stand-in."
+            in stderr.splitlines())
 
 
 def test_every_journey_left_git_status_clean(clone: Path):

@@ -386,7 +386,7 @@ def test_sigterm_stops_the_server_cleanly(server: dict):
     out, err = stop(process, timeout=TIMEOUT_S)
     assert process.returncode == 143, err[-3000:]
     assert f"API: http://127.0.0.1:{server['port']}/v1" in out
-    assert "Tiny stand-in" in err and "ohlora-polyglot-tiny-stand-in" in err
+    assert "NOTICE: no Polyglot-Ko 1.3B weights" in err and "ohlora-polyglot-tiny-stand-in" in err
     assert err.rstrip().endswith("terminated") and "Traceback" not in err, err[-3000:]
     users = server["folder"] / "api_api_users"
     assert len(list(users.glob("*.db"))) >= 10  # one file per user named above
