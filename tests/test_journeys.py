@@ -268,6 +268,15 @@ def test_model_selection_ends_with_every_stand_in_ok(clone: Path):
     assert_whole_on_screen(rows)
 
 
+def test_the_dry_run_answers_in_lines_whole_on_screen(clone: Path):
+    code, output = run_in_terminal(clone, documented("docs/fine-tuning.md",
+                                                "python llm/run_fine_tuning_polyglot.py --dry-run"))
+    rows = screen_rows(output)
+    assert code == 0, "\n".join(rows)
+    assert [row for row in rows if row.startswith("peak GPU memory: ")]
+    assert_whole_on_screen(rows)
+
+
 def test_model_selection_exits_non_zero_when_a_candidate_fails(clone: Path, tmp_path: Path):
     models = tmp_path / "models"
     (models / "llama_1b").mkdir(parents=True)

@@ -13,9 +13,11 @@ def run_fine_tuning(spec: ModelSpec) -> None:
     def main() -> int:
         options = parse_options(spec)
         if options.dry_run:
+            from llm.common.logs import lines_above_bars
             from llm.fine_tuning.dry_run import dry_run
 
-            return dry_run(spec, options)
+            with lines_above_bars():  # its long lines break between words in a terminal
+                return dry_run(spec, options)
         from llm.fine_tuning.program import fine_tune
 
         return fine_tune(spec, options)
