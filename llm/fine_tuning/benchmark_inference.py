@@ -57,6 +57,13 @@ def timed(work):
 
 def main() -> int:
     args = parse_args()
+    from llm.common.logs import lines_above_bars
+
+    with lines_above_bars():  # its lines reach the terminal whole, above the bars, broken between words
+        return _benchmark(args)
+
+
+def _benchmark(args: argparse.Namespace) -> int:
     # torch and transformers load only now, so that --help and bad options answer at once.
     import torch
 
