@@ -154,8 +154,8 @@ def test_the_evaluation_reports_the_encoder_beside_the_others(trained):
     assert re.search(r"^ +lists +offline +encoder$", result.stdout, re.M)
     assert re.search(r"^top-1 accuracy +\d\.\d{3} +\d\.\d{3} +\d\.\d{3}$", result.stdout, re.M)
     base = ensure_tiny_encoder().name
-    assert (f"  encoder: {base} fine-tuned on pairs.csv rows 0:48, threshold on cases.csv rows 0:12"
-            in result.stdout.splitlines())
+    fitted_on = " ".join(result.stdout.split("\nfitted on:\n")[1].split())  # its lines wrap between words
+    assert f"encoder: {base} fine-tuned on pairs.csv rows 0:48, threshold on cases.csv rows 0:12" in fitted_on
 
 
 def test_a_missing_encoder_is_refused_before_torch_is_imported(tmp_path: Path):
