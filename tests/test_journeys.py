@@ -28,6 +28,7 @@ from pathlib import Path
 
 import pyte
 import pytest
+from wcwidth import wcswidth  # the columns a row fills: Hangul takes two
 
 from helpers.scripts import REPO, free_port, stop
 from llm.common.markers import ANSWER_END, build_prompt
@@ -190,7 +191,7 @@ def test_the_chat_answers_with_the_adapter_and_keeps_the_stand_ins_memory_apart(
 
 def assert_whole_on_screen(rows: list[str]) -> None:
     """Nothing runs into the right edge and on mid-word: long lines are broken between words (bars excepted)."""
-    assert not [row for row in rows if len(row) >= COLUMNS and "it/s" not in row], "\n".join(rows)
+    assert not [row for row in rows if wcswidth(row) >= COLUMNS and "it/s" not in row], "\n".join(rows)
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import platform
 import re
 import shutil
 import sys
-import textwrap
 import time
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -114,13 +114,28 @@ class _Tee:
         return self.terminal.isatty()
 
 
+def display_width(text: str) -> int:
+    """The columns a terminal gives `text`: a wide character (Hangul, CJK, fullwidth forms) takes two, a
+    combining mark none."""
+    return sum(0 if unicodedata.combining(char) else 2 if unicodedata.east_asian_width(char) in "WF" else 1
+               for char in text)
+
+
 def _fit_to_width(text: str, width: int) -> str:
-    """Each line over `width` characters broken between words, the rest indented by two spaces (a word longer
-    than the line, a path, is left whole)."""
-    return "\n".join(
-        "\n".join(textwrap.wrap(line, width, subsequent_indent="  ", break_long_words=False, break_on_hyphens=False))
-        if len(line) > width else line
-        for line in text.split("\n"))
+    """Each line wider than `width` columns broken between words, the rest indented by two spaces (a word wider
+    than a row, a path, is left whole)."""
+    return "\n".join(_wrap_line(line, width) if display_width(line) > width else line for line in text.split("\n"))
+
+
+def _wrap_line(line: str, width: int) -> str:
+    rows, row = [], ""
+    for word in re.findall(r" *\S+", line):  # each word with the spaces before it: the line's indent stays
+        if row and display_width(row + word) > width:
+            rows.append(row)
+            row = "  " + word.lstrip(" ")
+        else:
+            row += word
+    return "\n".join(rows + [row])
 
 
 @contextlib.contextmanager
