@@ -5,7 +5,7 @@
     python llm/memory/train_retrieval.py --encoder llm/models/klue-roberta-base    # -> llm/models/retrieval_encoder/
 
 Both fit on the in-repo and development pairs and choose their threshold on the in-repo and development cases
-(the best top-1 accuracy that keeps none recall >= 0.9 in each case file); the blind set is refused.
+(the best top-1 accuracy that keeps none recall >= 0.9 in each case file); the blind sets are refused.
 """
 
 from pathlib import Path

@@ -3,7 +3,7 @@
 The original project's recipe: a pretrained encoder (klue/roberta-base) with mean pooling, trained so that the
 cosine of a memory's and a message's embeddings matches their graded relevance (CosineSimilarityLoss) on the
 project's labelled pairs. The threshold is chosen on the development cases by the rule every scorer follows
-(metrics.choose_threshold); the blind set takes no part. The result is saved, atomically, as a
+(metrics.choose_threshold); the blind sets take no part. The result is saved, atomically, as a
 sentence-transformers folder with the threshold beside it (encoder_scorer.INFO_FILE).
 """
 
