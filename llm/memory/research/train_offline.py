@@ -5,7 +5,7 @@ The features (offline_scorer.FEATURES) of every pair go into scikit-learn's Logi
 (0, 0.5, 1) is a soft target, given as two weighted rows (relevant with weight g, not with 1 - g). The threshold
 comes from a grouped k-fold split BY MEMORY TAG (no memory on both sides, as a blind set's memories are new):
 each case is scored by a model that never saw its memories, and the threshold is the one with the best top-1
-accuracy that keeps the none recall at NONE_RECALL_TARGET in every case file. The blind set takes no part.
+accuracy that keeps the none recall at NONE_RECALL_TARGET in every case file. The blind sets take no part.
 """
 
 import json
