@@ -82,13 +82,12 @@ def dry_run(spec: ModelSpec, options: FineTuningOptions) -> int:
     model_dir = options.model_dir or spec.model_dir
     splits = load_splits(options.dataset or DEFAULT_DATASET)
     plan, longest, whose = plan_for(spec, options, splits, model_dir)
-    recipe = recipe_for(False, **options.recipe)
     need, took = memory(plan), time(plan)
     weights = "no weights there: this command would run the tiny stand-in on the CPU" \
         if folder_is_empty(model_dir) else "weights there"
     print(f"Oh-LoRA fine-tuning, dry run: {spec.display_name} ({model_dir}: {weights})")
     print(f"the estimate is for {spec.display_name} on a GPU: {plan.method} weights, LoRA r={plan.rank} on "
-          f"{', '.join(spec.lora_targets)}, batch {plan.batch}, {recipe.epochs} epochs, gradient checkpointing "
+          f"{', '.join(spec.lora_targets)}, batch {plan.batch}, {plan.epochs} epochs, gradient checkpointing "
           f"{'on' if plan.gradient_checkpointing else 'off'}")
     print(f"dataset: {len(splits.train)} train rows, {len(splits.valid)} valid; tokens per row: mean "
           f"{plan.mean_row_tokens:.0f}, longest {longest} (counted by {whose})")
@@ -109,7 +108,7 @@ def dry_run(spec: ModelSpec, options: FineTuningOptions) -> int:
         print(f"this machine: {gpu[0]}, {gpu[1]:.0f} GiB: {'fits' if need.fits(gpu[1]) else 'does NOT fit'}")
     else:
         print("this machine: no NVIDIA GPU found (nvidia-smi)")
-    print(f"time for {_epochs(recipe.epochs)}: {_about(took.on(peak))} where kernel launches bind, as "
+    print(f"time for {_epochs(plan.epochs)}: {_about(took.on(peak))} where kernel launches bind, as "
           f"measured on an H200; the arithmetic alone ({took.compute_tflop:,.0f} TFLOP) takes "
           f"{took.compute_tflop / (0.4 * (peak or 100)):,.0f} s at 40 % of {peak or 100:g} TFLOP/s"
           + ("" if peak else " (this card's peak is not known here)"))
