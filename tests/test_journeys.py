@@ -30,7 +30,7 @@ import pyte
 import pytest
 from wcwidth import wcswidth  # the columns a row fills: Hangul takes two
 
-from helpers.scripts import REPO, free_port, stop
+from helpers.scripts import REPO, free_port, stop, wait_for
 from llm.common.markers import ANSWER_END, build_prompt
 
 COLUMNS = 120
@@ -194,13 +194,20 @@ def assert_whole_on_screen(rows: list[str]) -> None:
     assert not [row for row in rows if wcswidth(row) >= COLUMNS and "it/s" not in row], "\n".join(rows)
 
 
-@pytest.fixture(scope="module")
-def exported(chatted, clone: Path) -> Path:
-    code, output = run_in_terminal(clone, documented("README.md", "python llm/export_model.py"))
+def shown_in_terminal(clone: Path, argv: list[str]) -> list[str]:
+    """The screen rows of a documented command run in a terminal of COLUMNS columns: it ended well, every row
+    whole on screen."""
+    code, output = run_in_terminal(clone, argv)
     rows = screen_rows(output)
     assert code == 0, "\n".join(rows[-30:])
-    assert any(row.startswith("merged ") for row in rows)
     assert_whole_on_screen(rows)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def exported(chatted, clone: Path) -> Path:
+    rows = shown_in_terminal(clone, documented("README.md", "python llm/export_model.py"))
+    assert any(row.startswith("merged ") for row in rows)
     return clone / "llm" / "models" / "polyglot_merged"
 
 
@@ -256,9 +263,7 @@ def test_the_docs_pipeline_example_runs_as_written(exported: Path, clone: Path):
 
 
 def test_model_selection_ends_with_every_stand_in_ok(clone: Path):
-    code, output = run_in_terminal(clone, documented("README.md", "python llm/model_selection/run_model_selection.py"))
-    rows = screen_rows(output)
-    assert code == 0, "\n".join(rows[-30:])
+    rows = shown_in_terminal(clone, documented("README.md", "python llm/model_selection/run_model_selection.py"))
     assert not [row for row in rows if "Traceback" in row]
     statuses = [match[2] for row in rows if (match := re.fullmatch(r"\[\d+/\d+\] (.+ \(tiny stand-in\)): (\S+)", row))]
     assert statuses == ["ok", "ok"], "\n".join(rows)
@@ -266,16 +271,12 @@ def test_model_selection_ends_with_every_stand_in_ok(clone: Path):
     # the stand-ins' figures, a few columns wide; every column is in the markdown file
     assert [row.split("  ")[0] for row in rows if row.endswith(("0", "n/a")) and "(tiny stand-in)  " in row] == \
         ["polyglot-ko-1.3b (tiny stand-in)", "gemma-2-2b-it (tiny stand-in)"]
-    assert_whole_on_screen(rows)
 
 
 def test_the_dry_run_answers_in_lines_whole_on_screen(clone: Path):
-    code, output = run_in_terminal(clone, documented("docs/fine-tuning.md",
-                                                "python llm/run_fine_tuning_polyglot.py --dry-run"))
-    rows = screen_rows(output)
-    assert code == 0, "\n".join(rows)
+    dry_run = documented("docs/fine-tuning.md", "python llm/run_fine_tuning_polyglot.py --dry-run")
+    rows = shown_in_terminal(clone, dry_run)
     assert [row for row in rows if row.startswith("peak GPU memory: ")]
-    assert_whole_on_screen(rows)
 
 
 def test_model_selection_exits_non_zero_when_a_candidate_fails(clone: Path, tmp_path: Path):
@@ -307,16 +308,14 @@ def test_the_web_chat_serves_its_page(fine_tuned: dict, clone: Path):
     assert fine_tuned["code"] == 0
     port = free_port()
     process = start(clone, documented("README.md", "python llm/run_chat_web.py") + ["--port", str(port)])
+
+    def page() -> str:
+        assert process.poll() is None, process.stderr.read()  # a server that ended says why, at once
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:  # OSError: not yet
+            return response.read().decode("utf-8")
+
     try:
-        page, deadline = None, time.monotonic() + 180
-        while page is None and time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
-                    page = response.read().decode("utf-8")
-            except OSError:
-                time.sleep(0.5)
-        assert page is not None, process.stderr.read() if process.poll() is not None else "no answer in 180 s"
-        assert "오로라 (Oh-LoRA)" in page
+        assert "오로라 (Oh-LoRA)" in wait_for(page, "the web chat's page", 180)
     finally:
         stdout, stderr = stop(process, signal.SIGINT)
     assert process.returncode == 130, stderr[-3000:]
