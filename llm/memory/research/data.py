@@ -8,7 +8,8 @@ message needs. Three sets of each:
   that reuse a memory's word in another sense;
 - the blind sets (blind/), each written from a brief by authors who saw no code and no other data. They are
   never fitted on and never used to choose anything: they only report. The second and third (blind2, blind3,
-  their briefs in blind/BRIEF_*.md) were written when the first had been looked at three times.
+  their briefs in blind/BRIEF_*.md) were written when the first had been looked at three times, the fourth
+  (blind4) when all three had been looked at several times.
 """
 
 import argparse
@@ -31,8 +32,10 @@ BLIND2_PAIRS_CSV = BLIND_DIR / "relevance_pairs_blind2.csv"
 BLIND2_CASES_CSV = BLIND_DIR / "retrieval_cases_blind2.csv"
 BLIND3_PAIRS_CSV = BLIND_DIR / "relevance_pairs_blind3.csv"
 BLIND3_CASES_CSV = BLIND_DIR / "retrieval_cases_blind3.csv"
+BLIND4_PAIRS_CSV = BLIND_DIR / "relevance_pairs_blind4.csv"
+BLIND4_CASES_CSV = BLIND_DIR / "retrieval_cases_blind4.csv"
 BLIND_SETS = ((BLIND_CASES_CSV, BLIND_PAIRS_CSV), (BLIND2_CASES_CSV, BLIND2_PAIRS_CSV),
-              (BLIND3_CASES_CSV, BLIND3_PAIRS_CSV))  # (cases, pairs) each
+              (BLIND3_CASES_CSV, BLIND3_PAIRS_CSV), (BLIND4_CASES_CSV, BLIND4_PAIRS_CSV))  # (cases, pairs) each
 # What every scorer may be fitted on and have its threshold chosen on: every set but the blind one.
 FIT_PAIRS = (PAIRS_CSV, DEV_PAIRS_CSV)
 FIT_CASES = (CASES_CSV, DEV_CASES_CSV)
