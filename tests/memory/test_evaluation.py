@@ -88,6 +88,6 @@ def test_the_committed_offline_threshold_keeps_the_development_none_cases_quiet(
         assert case_metrics(cases, best_picks(scorer, cases), scorer.threshold)["none_recall"] >= NONE_RECALL_TARGET
 
 
-@pytest.mark.parametrize("script", ["evaluate_retrieval", "train_retrieval", "benchmark_retrieval"])
+@pytest.mark.parametrize("script", ["evaluate_retrieval", "train_retrieval", "benchmark_retrieval", "extract_e5"])
 def test_the_entry_scripts_answer_help_before_the_heavy_imports(script):
     assert heavy_modules_after_help(f"llm/memory/{script}.py") == []
