@@ -67,6 +67,11 @@ def test_training_saves_a_folder_that_loads_and_scores(trained):
     info = json.loads((trained.out / INFO_FILE).read_text(encoding="utf-8"))
     assert info["threshold"] == threshold
     assert info["fitted_on"] == "pairs.csv rows 0:48, threshold on cases.csv rows 0:12"
+    # the threshold comes from held-out picks: one fine-tuning per fold (without its memories), then the saved one
+    tuned = re.findall(r"^fine-tuned \S+ on (\d+) pairs( \(fold \d of 3\))? in", trained.result.stdout, re.M)
+    assert [fold for _, fold in tuned] == [" (fold 1 of 3)", " (fold 2 of 3)", " (fold 3 of 3)", ""]
+    assert all(int(n) < 48 for n, _ in tuned[:3]) and tuned[3][0] == "48" and info["folds"] == 3
+    assert re.search(r"^cases cases\.csv \(12\) held out, at \d\.\d\d: top-1", trained.result.stdout, re.M)
     assert not list(trained.out.parent.glob(".retrieval_encoder*"))  # the trainer's scratch folder is gone
 
     scorer = load_scorer(trained.out)

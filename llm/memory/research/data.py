@@ -15,6 +15,7 @@ message needs. Three sets of each:
 import argparse
 import csv
 import math
+import zlib
 from pathlib import Path
 
 from llm.common.cli import UserError
@@ -131,3 +132,15 @@ def describe_rows(paths: list[Path], sizes: list[int], span: slice = slice(None)
             parts.append(f"{path.name} rows {low}:{high}")
         offset += size
     return " + ".join(parts)
+
+
+def fold_of(tag: str, k: int) -> int:
+    """The fold of a memory: every row of one memory lands in the same fold."""
+    key, value = parse_memory_tag(tag)  # normalised: one memory written two ways is still one memory
+    return zlib.crc32(f"{key}: {value}".encode("utf-8")) % k
+
+
+def case_fold(case: Case, k: int) -> int:
+    """A case goes with its relevant memory; a none case by its message."""
+    message, _, relevant = case
+    return fold_of(relevant, k) if relevant is not None else zlib.crc32(message.encode("utf-8")) % k

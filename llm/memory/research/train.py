@@ -38,6 +38,9 @@ def _parser() -> ArgumentParser:
     encoder.add_argument("--batch-size", type=positive_int, default=16, help="default: %(default)s")
     encoder.add_argument("--learning-rate", type=float_range(0.0, 1.0), default=2e-5, help="default: %(default)s")
     encoder.add_argument("--seed", type=SEED, default=42, help="default: %(default)s")
+    encoder.add_argument("--folds", type=int_range(2, 10), default=3, metavar="K",
+                         help="the threshold comes from K fine-tunings, each without a K-th of the memories, then "
+                              "one on every pair is saved (default: %(default)s)")
     return parser
 
 
@@ -54,7 +57,7 @@ def main() -> int:
     if args.encoder is not None:
         from llm.memory.research.train_encoder import EncoderOptions, train
         return train(EncoderOptions(args.encoder, args.pairs, args.eval, args.out or ENCODER_DIR, args.epochs,
-                                    args.batch_size, args.learning_rate, args.seed))
+                                    args.batch_size, args.learning_rate, args.seed, args.folds))
     from llm.memory.offline_scorer import MODEL_JSON
     from llm.memory.research.train_offline import OfflineOptions, train
     return train(OfflineOptions(args.pairs, args.eval, args.rows, args.c, args.cv, args.out or MODEL_JSON))

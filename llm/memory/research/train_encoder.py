@@ -3,8 +3,10 @@
 The original project's recipe: a pretrained encoder (klue/roberta-base) with mean pooling, trained so that the
 cosine of a memory's and a message's embeddings matches their graded relevance (CosineSimilarityLoss) on the
 project's labelled pairs. The threshold is chosen on the development cases by the rule every scorer follows
-(metrics.choose_threshold); the blind sets take no part. The result is saved, atomically, as a
-sentence-transformers folder with the threshold beside it (encoder_scorer.INFO_FILE).
+(metrics.choose_threshold), from held-out picks as for the offline scorer: the encoder is fine-tuned once per fold
+of a split grouped by memory, each case scored by the one that never saw its memory; then once on every pair, and
+that one, which is saved, must be as quiet on the cases. The blind sets take no part. The result is saved,
+atomically, as a sentence-transformers folder with the threshold beside it (encoder_scorer.INFO_FILE).
 """
 
 import json
@@ -20,7 +22,7 @@ from llm.memory.encoder_scorer import INFO_FILE, EncoderScorer, memory_text
 from llm.memory.chat_scorer import ENCODER_DIR
 from llm.memory.relevance import message_text
 from llm.common.tags import parse_memory_tag
-from llm.memory.research.data import Pair, describe_rows, read_cases, read_pairs
+from llm.memory.research.data import Case, Pair, case_fold, describe_rows, fold_of, read_cases, read_pairs
 from llm.memory.research.metrics import NONE_RECALL_TARGET, best_picks, case_metrics, choose_threshold, pair_metrics
 
 MAX_SEQ_LENGTH = 64  # tokens: a memory or a chat message; longer ones are cut
@@ -36,6 +38,7 @@ class EncoderOptions:
     batch_size: int
     learning_rate: float
     seed: int
+    folds: int  # the grouped folds whose held-out picks choose the threshold
 
 
 def check_base(folder: Path) -> None:
@@ -92,34 +95,59 @@ def _fine_tune(model, pairs: list[Pair], options: EncoderOptions, scratch: Path)
     trainer.train()
 
 
+def _fitted(options: EncoderOptions, pairs: list[Pair], scratch_beside: Path, what: str):
+    """A new model from the base, fine-tuned on `pairs` (a line says how long it took)."""
+    start = time.perf_counter()
+    model = _build(options.base)
+    with _scratch_folder(scratch_beside) as scratch:
+        _fine_tune(model, pairs, options, scratch)
+    print(f"fine-tuned {options.base.name} on {len(pairs)} pairs{what} in {time.perf_counter() - start:.1f} s")
+    return model
+
+
+def _held_out_picks(options: EncoderOptions, pairs: list[Pair], case_files: list[list[Case]], out: Path):
+    """Per case file: each case's pick by the model fine-tuned without its memory's fold."""
+    k = options.folds
+    folds = [fold_of(tag, k) for tag, _, _ in pairs]
+    picks = [[None] * len(cases) for cases in case_files]
+    for fold in range(k):
+        model = _fitted(options, [p for p, f in zip(pairs, folds) if f != fold], out, f" (fold {fold + 1} of {k})")
+        scorer = _TrainedScorer(model)
+        for cases, file_picks in zip(case_files, picks):
+            held = [i for i, case in enumerate(cases) if case_fold(case, k) == fold]
+            for i, pick in zip(held, best_picks(scorer, [cases[i] for i in held])):
+                file_picks[i] = pick
+    return [(cases, file_picks) for cases, file_picks in zip(case_files, picks)]
+
+
 def train(options: EncoderOptions) -> int:
     check_base(options.base)
     out = check_replaceable(options.out, "--out")
     pair_files = [read_pairs(path) for path in options.pair_files]
     pairs = [pair for file_pairs in pair_files for pair in file_pairs]
     case_files = [(path, read_cases(path)) for path in options.case_files]
-    start = time.perf_counter()
-    model = _build(options.base)
-    with _scratch_folder(out) as scratch:
-        _fine_tune(model, pairs, options, scratch)
-    print(f"fine-tuned {options.base.name} on {len(pairs)} pairs in {time.perf_counter() - start:.1f} s")
+    held_out = _held_out_picks(options, pairs, [cases for _, cases in case_files], out)
+    model = _fitted(options, pairs, out, "")
 
     scorer = _TrainedScorer(model)
-    per_file = [(cases, best_picks(scorer, cases)) for _, cases in case_files]
-    threshold = choose_threshold(per_file)
+    # The model that is saved must be as quiet as the held-out ones: fitted on more pairs, it is bolder.
+    saved = [(cases, best_picks(scorer, cases)) for _, cases in case_files]
+    threshold = choose_threshold(held_out, also_quiet_on=saved)
     fitted = pair_metrics([scorer.relevance(tag, message) for tag, message, _ in pairs], pairs)
     print(f"pairs fitted on ({len(pairs)}): MSE {fitted['mse']:.3f}  MAE {fitted['mae']:.3f}  "
           f"corr {fitted['corr']:.3f}")
-    for (path, cases), (_, picks) in zip(case_files, per_file):
+    for (path, cases), (_, picks) in zip(case_files, held_out):
         m = case_metrics(cases, picks, threshold)
-        print(f"cases {path.name} ({len(cases)}) at {threshold:.2f}: top-1 {m['accuracy']:.3f}  "
+        print(f"cases {path.name} ({len(cases)}) held out, at {threshold:.2f}: top-1 {m['accuracy']:.3f}  "
               f"none recall {m['none_recall']:.3f} ({m['both_none']}/{m['really_none']})")
-    print(f"threshold {threshold:.2f}: the best top-1 that keeps none recall >= {NONE_RECALL_TARGET} in each case file")
+    print(f"threshold {threshold:.2f}: the best held-out top-1 that keeps none recall >= {NONE_RECALL_TARGET} in "
+          f"each case file,\n  held out and for the model saved")
 
     info = {"threshold": threshold, "base_encoder": options.base.name,
             "fitted_on": f"{describe_rows(options.pair_files, [len(p) for p in pair_files])}, "
                          f"threshold on {describe_rows(options.case_files, [len(c) for _, c in case_files])}",
             "epochs": options.epochs, "batch_size": options.batch_size, "learning_rate": options.learning_rate,
+            "folds": options.folds,
             "trained": date.today().isoformat()}
 
     def write(staging: Path) -> None:

@@ -9,7 +9,6 @@ accuracy that keeps the none recall at NONE_RECALL_TARGET in every case file. Th
 """
 
 import json
-import zlib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -21,7 +20,7 @@ from llm.common.outputs import write_text_atomically
 from llm.memory import morphemes
 from llm.memory.offline_scorer import FEATURES, feature_rows, relevance_of_rows
 from llm.common.tags import parse_memory_tag
-from llm.memory.research.data import Case, Pair, describe_rows, read_cases, read_pairs
+from llm.memory.research.data import Case, Pair, case_fold, describe_rows, fold_of, read_cases, read_pairs
 from llm.memory.research.metrics import NONE_RECALL_TARGET, case_metrics, choose_threshold, pair_metrics
 
 C = 0.3  # inverse L2 strength (scikit-learn's C)
@@ -51,18 +50,6 @@ def fit(rows: np.ndarray, grades: np.ndarray, c: float = C) -> dict:
     model.fit(np.vstack([x, x])[keep], np.repeat([1, 0], len(x))[keep], sample_weight=weights[keep])
     return {"features": list(FEATURES), "mean": mean.tolist(), "scale": scale.tolist(),
             "coef": model.coef_[0].tolist(), "intercept": float(model.intercept_[0])}
-
-
-def fold_of(tag: str, k: int) -> int:
-    """The fold of a memory: every row of one memory lands in the same fold."""
-    key, value = parse_memory_tag(tag)  # normalised: one memory written two ways is still one memory
-    return zlib.crc32(f"{key}: {value}".encode("utf-8")) % k
-
-
-def case_fold(case: Case, k: int) -> int:
-    """A case goes with its relevant memory; a none case by its message."""
-    message, _, relevant = case
-    return fold_of(relevant, k) if relevant is not None else zlib.crc32(message.encode("utf-8")) % k
 
 
 def _pick(tags: list[str], rows: np.ndarray, model: dict) -> tuple[str, float]:
