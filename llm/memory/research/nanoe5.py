@@ -223,7 +223,8 @@ def extract(source: Path, out: Path) -> int:
                             num_hidden_layers=sizes["layers"], num_attention_heads=sizes["heads"],
                             intermediate_size=sizes["ff"], max_position_embeddings=sizes["positions"],
                             type_vocab_size=sizes["types"], layer_norm_eps=image.eps, hidden_act="gelu",
-                            pad_token_id=image.special["pad"])
+                            pad_token_id=image.special["pad"], bos_token_id=image.special["bos"],
+                            eos_token_id=image.special["eos"])
         model = BertModel(config, add_pooling_layer=False)
         model.load_state_dict({name: torch.from_numpy(np.ascontiguousarray(w)) for name, w in weights.items()},
                               strict=True)
