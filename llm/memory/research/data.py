@@ -4,8 +4,9 @@ Pairs (memory_0, user_prompt_1, similarity_score in [0, 1]) grade one memory aga
 (user_prompt, memories separated by "|", relevant: one of them or "none") ask which stored memory, if any, a
 message needs. Three sets of each:
 - the in-repo set (relevance_pairs.csv, retrieval_eval.csv), written with the cue lists (cue_scorer.py);
-- the development set (dev/), written later, with messages that name their topic indirectly and negatives
-  that reuse a memory's word in another sense;
+- the development sets (dev/): the first written later, with messages that name their topic indirectly and
+  negatives that reuse a memory's word in another sense; the second (dev2) from the blind sets' brief, by authors
+  who saw no code and no data;
 - the blind sets (blind/), each written from a brief by authors who saw no code and no other data. They are
   never fitted on and never used to choose anything: they only report. The second and third (blind2, blind3,
   their briefs in blind/BRIEF_*.md) were written when the first had been looked at three times, the fourth
@@ -26,6 +27,8 @@ PAIRS_CSV = HERE / "relevance_pairs.csv"
 CASES_CSV = HERE / "retrieval_eval.csv"
 DEV_PAIRS_CSV = HERE / "dev" / "relevance_pairs_dev.csv"
 DEV_CASES_CSV = HERE / "dev" / "retrieval_cases_dev.csv"
+DEV2_PAIRS_CSV = HERE / "dev" / "relevance_pairs_dev2.csv"
+DEV2_CASES_CSV = HERE / "dev" / "retrieval_cases_dev2.csv"
 BLIND_DIR = HERE / "blind"
 BLIND_PAIRS_CSV = BLIND_DIR / "relevance_pairs_blind.csv"
 BLIND_CASES_CSV = BLIND_DIR / "retrieval_cases_blind.csv"
@@ -37,9 +40,11 @@ BLIND4_PAIRS_CSV = BLIND_DIR / "relevance_pairs_blind4.csv"
 BLIND4_CASES_CSV = BLIND_DIR / "retrieval_cases_blind4.csv"
 BLIND_SETS = ((BLIND_CASES_CSV, BLIND_PAIRS_CSV), (BLIND2_CASES_CSV, BLIND2_PAIRS_CSV),
               (BLIND3_CASES_CSV, BLIND3_PAIRS_CSV), (BLIND4_CASES_CSV, BLIND4_PAIRS_CSV))  # (cases, pairs) each
-# What every scorer may be fitted on and have its threshold chosen on: every set but the blind one.
+# What every scorer is fitted on, and the cases its threshold is chosen on: never a blind set. The second
+# development set only chooses thresholds: written like the blind sets, it holds the hard negatives (a memory's
+# word in another sense) that make a threshold chosen on the first two louder on new messages.
 FIT_PAIRS = (PAIRS_CSV, DEV_PAIRS_CSV)
-FIT_CASES = (CASES_CSV, DEV_CASES_CSV)
+FIT_CASES = (CASES_CSV, DEV_CASES_CSV, DEV2_CASES_CSV)
 
 CASE_COLUMNS = ("user_prompt", "memories", "relevant")
 PAIR_COLUMNS = ("memory_0", "user_prompt_1", "similarity_score")

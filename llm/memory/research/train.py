@@ -4,8 +4,8 @@
     python llm/memory/train_retrieval.py --cv 5              # its grouped 5-fold check by memory tag (writes nothing)
     python llm/memory/train_retrieval.py --encoder llm/models/klue-roberta-base    # -> llm/models/retrieval_encoder/
 
-Both fit on the in-repo and development pairs and choose their threshold on the in-repo and development cases
-(the best top-1 accuracy that keeps none recall >= 0.9 in each case file); the blind sets are refused.
+Both fit on the in-repo and development pairs and choose their threshold on the in-repo and both development sets'
+cases (the best top-1 accuracy that keeps none recall >= 0.9 in each case file); the blind sets are refused.
 """
 
 from pathlib import Path
@@ -20,7 +20,7 @@ def _parser() -> ArgumentParser:
     parser.add_argument("--pairs", type=Path, nargs="+", default=list(FIT_PAIRS), metavar="FILE",
                         help="labelled pairs to fit on (default: the in-repo and development pairs)")
     parser.add_argument("--eval", type=Path, nargs="+", default=list(FIT_CASES), metavar="FILE",
-                        help="cases to choose the threshold on (default: the in-repo and development cases)")
+                        help="cases to choose the threshold on (default: the in-repo and both development sets' cases)")
     parser.add_argument("--out", type=Path, metavar="PATH",
                         help="where to save (default: llm/memory/offline_model.json; with --encoder, "
                              f"{ENCODER_DIR.relative_to(ENCODER_DIR.parents[2])}/, the folder the chats use)")
