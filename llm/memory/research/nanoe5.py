@@ -211,7 +211,7 @@ def extract(source: Path, out: Path) -> int:
     out = check_replaceable(out, "--out")
     image = read_image(read_source(source), str(source))
     weights = state_dict(image)
-    print(f"read {source}: {image.sizes['layers']} layers, hidden size {image.sizes['hidden']}, "
+    print(f"read {source.name}: {image.sizes['layers']} layers, hidden size {image.sizes['hidden']}, "
           f"{len(image.pieces):,} pieces")
 
     def write(staging: Path) -> None:
@@ -249,4 +249,6 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=MODELS_DIR / "multilingual-e5-small", metavar="DIR",
                         help="the Hugging Face folder to write (default: %(default)s)")
     args = parser.parse_args()
-    return extract(args.source, args.out)
+    from llm.common.logs import lines_above_bars
+    with lines_above_bars():  # its long lines break between words in a terminal
+        return extract(args.source, args.out)
