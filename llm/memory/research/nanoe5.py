@@ -210,7 +210,10 @@ def read_source(source: Path) -> bytes:
 def extract(source: Path, out: Path) -> int:
     out = check_replaceable(out, "--out")
     image = read_image(read_source(source), str(source))
-    weights = state_dict(image)
+    try:
+        weights = state_dict(image)
+    except FormatError as error:
+        raise FormatError(f"{source}: {error}") from None
     print(f"read {source.name}: {image.sizes['layers']} layers, hidden size {image.sizes['hidden']}, "
           f"{len(image.pieces):,} pieces")
 
