@@ -12,6 +12,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -263,11 +264,35 @@ def launch(app: gr.Blocks, host: str, port: int) -> str:
 
 def serve(app: gr.Blocks, host: str, port: int, say: Callable[[str], None] = print) -> None:
     """Serve until Ctrl-C or SIGTERM (which run_main reports), then stop the server."""
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    stops = _remember_stop_signals()
     try:
         url = launch(app, host, port)
         say(f"web chat: {url}  (Ctrl-C stops it)")
-        while True:
+        while not stops:
             time.sleep(0.5)
+        stops[0]()  # the signal's exception was lost while the server started: raise it now
     finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)
         app.close()  # also when Ctrl-C came while it was starting
         shutil.rmtree(UPLOADS, ignore_errors=True)
+
+
+def _remember_stop_signals() -> list[Callable[[], None]]:
+    """Ctrl-C and SIGTERM raise their exception as before, and are also noted (a call that raises it again).
+
+    Python drops an exception raised inside a finaliser or weakref callback ("Exception ignored in ..."); a Ctrl-C
+    that lands there while the server starts would be lost, and the page would serve on. The note keeps it.
+    """
+    stops: list[Callable[[], None]] = []
+    for number in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(number)
+        if not callable(previous):  # ignored or default: nothing is raised, nothing to keep
+            continue
+
+        def on_signal(signum, frame, previous=previous):
+            stops.append(lambda: previous(signum, None))
+            previous(signum, frame)
+        signal.signal(number, on_signal)
+    return stops

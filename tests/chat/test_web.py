@@ -9,7 +9,9 @@ end. The stub test takes the screenshot after a tagged answer (saved where OHLOR
 
 import os
 import re
+import signal
 import socket
+import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -372,3 +374,37 @@ def test_the_script_serves_the_tiny_model_and_answers_as_the_terminal_chat(brows
     assert f"web chat: http://127.0.0.1:{port}/" in out
     assert err.rstrip().endswith("terminated")
     assert "Traceback" not in err, err[-3000:]
+
+
+def test_a_ctrl_c_lost_while_the_server_starts_still_stops_it(monkeypatch):
+    """Python drops an exception raised in a finaliser ("Exception ignored in ..."): a Ctrl-C that lands there while
+    gradio starts must still stop the server, not leave the page serving."""
+    from llm.chat import web
+
+    closed = []
+
+    class App:  # what serve needs of a gradio app
+        def close(self):
+            closed.append(True)
+
+    def launch(app, host, port):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(2)  # the Ctrl-C is raised here...
+        except KeyboardInterrupt:
+            pass  # ...and lost, as in a finaliser
+        return "http://127.0.0.1:1/"
+
+    def too_long(signum, frame):
+        raise TimeoutError("the server went on after the Ctrl-C")
+
+    monkeypatch.setattr(web, "launch", launch)
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(10)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            web.serve(App(), "127.0.0.1", 1, say=lambda text: None)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert closed and signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
