@@ -7,6 +7,8 @@ generation runs one message at a time (a queue with concurrency limit 1): a seco
 the page shows its place.
 """
 
+import contextlib
+import functools
 import html
 import os
 import queue
@@ -264,35 +266,38 @@ def launch(app: gr.Blocks, host: str, port: int) -> str:
 
 def serve(app: gr.Blocks, host: str, port: int, say: Callable[[str], None] = print) -> None:
     """Serve until Ctrl-C or SIGTERM (which run_main reports), then stop the server."""
-    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    stops = _remember_stop_signals()
     try:
-        url = launch(app, host, port)
-        say(f"web chat: {url}  (Ctrl-C stops it)")
-        while not stops:
-            time.sleep(0.5)
-        stops[0]()  # the signal's exception was lost while the server started: raise it now
+        with _stop_signals_noted() as stops:
+            url = launch(app, host, port)
+            say(f"web chat: {url}  (Ctrl-C stops it)")
+            while not stops:
+                time.sleep(0.5)
+            stops[0]()  # the signal's exception was lost while the server started: raise it now
     finally:
-        for number, handler in handlers.items():
-            signal.signal(number, handler)
         app.close()  # also when Ctrl-C came while it was starting
         shutil.rmtree(UPLOADS, ignore_errors=True)
 
 
-def _remember_stop_signals() -> list[Callable[[], None]]:
-    """Ctrl-C and SIGTERM raise their exception as before, and are also noted (a call that raises it again).
+@contextlib.contextmanager
+def _stop_signals_noted() -> Iterator[list[Callable[[], None]]]:
+    """While open, Ctrl-C and SIGTERM raise their exception as before and are also noted (a call that raises it
+    again); their handlers are put back afterwards.
 
     Python drops an exception raised inside a finaliser or weakref callback ("Exception ignored in ..."); a Ctrl-C
     that lands there while the server starts would be lost, and the page would serve on. The note keeps it.
     """
     stops: list[Callable[[], None]] = []
-    for number in (signal.SIGINT, signal.SIGTERM):
-        previous = signal.getsignal(number)
-        if not callable(previous):  # ignored or default: nothing is raised, nothing to keep
-            continue
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
 
-        def on_signal(signum, frame, previous=previous):
-            stops.append(lambda: previous(signum, None))
-            previous(signum, frame)
-        signal.signal(number, on_signal)
-    return stops
+    def noted(handler, signum, frame):
+        stops.append(lambda: handler(signum, None))
+        handler(signum, frame)
+
+    for number, handler in previous.items():
+        if callable(handler):  # ignored or default: nothing is raised, nothing to keep
+            signal.signal(number, functools.partial(noted, handler))
+    try:
+        yield stops
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
