@@ -19,7 +19,7 @@ from llm.memory.offline_scorer import OfflineScorer
 from llm.memory import chat_scorer
 from llm.memory.chat_scorer import load_scorer
 from llm.memory.relevance import ScorerError
-from llm.memory.research.data import CASES_CSV, PAIRS_CSV, read_pairs
+from llm.memory.research.data import CASES_CSV, DEV2_PAIRS_CSV, DEV_PAIRS_CSV, PAIRS_CSV, read_pairs
 from llm.memory.research.tiny_encoder import ensure_tiny_encoder
 from llm.memory.store import MemoryStore
 
@@ -161,6 +161,16 @@ def test_the_evaluation_reports_the_encoder_beside_the_others(trained):
     base = ensure_tiny_encoder().name
     fitted_on = " ".join(result.stdout.split("\nfitted on:\n")[1].split())  # its lines wrap between words
     assert f"encoder: {base} fine-tuned on pairs.csv rows 0:48, threshold on cases.csv rows 0:12" in fitted_on
+
+
+def test_by_default_the_encoder_fits_on_every_development_pair(trained):
+    result = run_in_process(TRAIN, "--encoder", str(ensure_tiny_encoder()), "--eval", str(trained.cases),
+                            "--out", str(trained.out.parent / "default_pairs"), "--epochs", "1", "--folds", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = (PAIRS_CSV, DEV_PAIRS_CSV, DEV2_PAIRS_CSV)
+    assert re.search(rf"^fine-tuned \S+ on {sum(len(read_pairs(path)) for path in files)} pairs in ", result.stdout, re.M)
+    info = json.loads((trained.out.parent / "default_pairs" / INFO_FILE).read_text(encoding="utf-8"))
+    assert info["fitted_on"].startswith(" + ".join(f"{path.name} rows 0:{len(read_pairs(path))}" for path in files))
 
 
 def test_a_missing_encoder_is_refused_before_torch_is_imported(tmp_path: Path):

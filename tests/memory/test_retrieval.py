@@ -195,6 +195,15 @@ def test_training_refits_and_the_evaluation_tries_the_refit_without_touching_the
     assert len(result.stderr.strip().splitlines()) == 1 and "not an offline model" in result.stderr
 
 
+def test_the_documented_refit_writes_the_committed_model(tmp_path):
+    out = tmp_path / "model.json"
+    result = run_in_process(TRAIN, "--out", str(out))  # the default data, as llm/memory/README.md shows it
+    assert result.returncode == 0, result.stderr
+    refit, committed = (json.loads(path.read_text(encoding="utf-8")) for path in (out, MODEL_JSON))
+    assert "relevance_pairs_dev2" not in refit["fitted_on"]  # its pairs train the encoder only (data.py)
+    assert {k: v for k, v in refit.items() if k != "trained"} == {k: v for k, v in committed.items() if k != "trained"}
+
+
 @pytest.mark.parametrize("args", [["--pairs", "llm/memory/research/blind/relevance_pairs_blind.csv"],
                                   ["--eval", "llm/memory/research/blind/retrieval_cases_blind2.csv"]])
 def test_the_blind_sets_are_never_fitted_on(args):

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 from llm.common.outputs import save_folder_atomically
-from llm.memory.research.data import FIT_PAIRS, read_pairs
+from llm.memory.research.data import ENCODER_FIT_PAIRS, read_pairs
 
 TINY_ENCODER_CONFIG = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
                        "max_position_embeddings": 128}
@@ -22,7 +22,7 @@ SPECIAL_TOKENS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS
 
 
 def _texts() -> list[str]:
-    return [text for path in FIT_PAIRS for tag, message, _ in read_pairs(path) for text in (tag, message)]
+    return [text for path in ENCODER_FIT_PAIRS for tag, message, _ in read_pairs(path) for text in (tag, message)]
 
 
 def _build(texts: list[str], folder: Path) -> None:

@@ -4,21 +4,23 @@
     python llm/memory/train_retrieval.py --cv 5              # its grouped 5-fold check by memory tag (writes nothing)
     python llm/memory/train_retrieval.py --encoder llm/models/klue-roberta-base    # -> llm/models/retrieval_encoder/
 
-Both fit on the in-repo and development pairs and choose their threshold on the in-repo and both development sets'
-cases (the best top-1 accuracy that keeps none recall >= 0.9 in each case file); the blind sets are refused.
+The offline scorer fits on the in-repo and first development pairs, the encoder on the second development set's
+pairs too (data.py says why); both choose their threshold on the in-repo and both development sets' cases (the best
+top-1 accuracy that keeps none recall >= 0.9 in each case file). The blind sets are refused.
 """
 
 from pathlib import Path
 
 from llm.common.cli import SEED, ArgumentParser, UserError, float_range, int_range, positive_float, positive_int
 from llm.memory.chat_scorer import ENCODER_DIR
-from llm.memory.research.data import BLIND_DIR, FIT_CASES, FIT_PAIRS, row_slice
+from llm.memory.research.data import BLIND_DIR, ENCODER_FIT_PAIRS, FIT_CASES, FIT_PAIRS, row_slice
 
 
 def _parser() -> ArgumentParser:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pairs", type=Path, nargs="+", default=list(FIT_PAIRS), metavar="FILE",
-                        help="labelled pairs to fit on (default: the in-repo and development pairs)")
+    parser.add_argument("--pairs", type=Path, nargs="+", metavar="FILE",
+                        help="labelled pairs to fit on (default: the in-repo and first development pairs; "
+                             "with --encoder, the second development set's too)")
     parser.add_argument("--eval", type=Path, nargs="+", default=list(FIT_CASES), metavar="FILE",
                         help="cases to choose the threshold on (default: the in-repo and both development sets' cases)")
     parser.add_argument("--out", type=Path, metavar="PATH",
@@ -53,6 +55,8 @@ def _refuse_blind(paths: list[Path]) -> None:
 
 def main() -> int:
     args = _parser().parse_args()
+    if args.pairs is None:
+        args.pairs = list(ENCODER_FIT_PAIRS if args.encoder is not None else FIT_PAIRS)
     _refuse_blind(args.pairs + args.eval)
     if args.encoder is not None:
         from llm.memory.research.train_encoder import EncoderOptions, train
