@@ -32,6 +32,7 @@ from wcwidth import wcswidth  # the columns a row fills: Hangul takes two
 
 from helpers.scripts import REPO, free_port, stop, wait_for
 from llm.common.markers import ANSWER_END, build_prompt
+from llm.memory.research.tiny_encoder import ensure_tiny_encoder
 
 COLUMNS = 120
 FINE_TUNING_EPOCHS = "2"
@@ -302,6 +303,17 @@ def test_the_memory_evaluation_prints_every_scorer(clone: Path):
     result = run(clone, documented("README.md", "python llm/memory/evaluate_retrieval.py"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Traceback" not in result.stderr and "top-1" in result.stdout
+
+
+def test_the_encoders_training_shows_whole_lines_and_no_trainer_by_products(clone: Path, tmp_path: Path):
+    argv = documented("docs/chat.md", "python llm/memory/train_retrieval.py --encoder")
+    argv[argv.index("--encoder") + 1] = str(ensure_tiny_encoder())  # the stand-in for the downloaded encoder
+    out = tmp_path / "retrieval_encoder"  # not the chats' folder: the "saved" line is long and must break
+    rows = shown_in_terminal(clone, argv + ["--epochs", "1", "--folds", "2", "--out", str(out)])
+    assert (out / "model.safetensors").is_file()
+    assert any(row.startswith(f"saved {out}: the chats use only") for row in rows), "\n".join(rows)
+    # Neither the metrics dict the trainer prints when it ends nor the model card's bar: no card is saved.
+    assert not [row for row in rows if "train_runtime" in row or "widget" in row], "\n".join(rows)
 
 
 def test_the_web_chat_serves_its_page(fine_tuned: dict, clone: Path):

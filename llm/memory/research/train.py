@@ -59,9 +59,11 @@ def main() -> int:
         args.pairs = list(ENCODER_FIT_PAIRS if args.encoder is not None else FIT_PAIRS)
     _refuse_blind(args.pairs + args.eval)
     if args.encoder is not None:
+        from llm.common.logs import lines_above_bars
         from llm.memory.research.train_encoder import EncoderOptions, train
-        return train(EncoderOptions(args.encoder, args.pairs, args.eval, args.out or ENCODER_DIR, args.epochs,
-                                    args.batch_size, args.learning_rate, args.seed, args.folds))
+        with lines_above_bars():  # its lines (a long --out path) break between words in a terminal
+            return train(EncoderOptions(args.encoder, args.pairs, args.eval, args.out or ENCODER_DIR, args.epochs,
+                                        args.batch_size, args.learning_rate, args.seed, args.folds))
     from llm.memory.offline_scorer import MODEL_JSON
     from llm.memory.research.train_offline import OfflineOptions, train
     return train(OfflineOptions(args.pairs, args.eval, args.rows, args.c, args.cv, args.out or MODEL_JSON))

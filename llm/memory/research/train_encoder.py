@@ -85,13 +85,22 @@ def _fine_tune(model, pairs: list[Pair], options: EncoderOptions, scratch: Path)
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import CosineSimilarityLoss
 
+    class Trainer(SentenceTransformerTrainer):
+        """Without two by-products unused here: the model card's data (no card is saved) and the metrics dict the
+        trainer prints when it ends (the caller prints its own line; the dict wrapped mid-number in a terminal)."""
+
+        def add_model_card_callback(self, default_args_dict) -> None:  # the subclassing its docs suggest
+            pass
+
+        def log(self, logs, *args, **kwargs) -> None:  # with logging_strategy "no", only that final dict comes here
+            pass
+
     args = SentenceTransformerTrainingArguments(
         output_dir=str(scratch), num_train_epochs=options.epochs, per_device_train_batch_size=options.batch_size,
         learning_rate=options.learning_rate, warmup_steps=0.1, seed=options.seed, data_seed=options.seed,
         save_strategy="no", logging_strategy="no", report_to="none", disable_tqdm=not sys.stderr.isatty(),
         dataloader_pin_memory=torch.cuda.is_available())  # (warmup_steps below 1: a share of the steps)
-    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=_training_pairs(pairs),
-                                         loss=CosineSimilarityLoss(model))
+    trainer = Trainer(model=model, args=args, train_dataset=_training_pairs(pairs), loss=CosineSimilarityLoss(model))
     trainer.train()
 
 
