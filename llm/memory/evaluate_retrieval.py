@@ -1,4 +1,4 @@
-"""Measure the chat memory's scorers side by side (by default on the four blind sets, which nothing was fitted on).
+"""Measure the chat memory's scorers side by side (by default on the five blind sets, which nothing was fitted on).
 
 Usage: python llm/memory/evaluate_retrieval.py --help   (the program: llm/memory/research/evaluate.py)
 """

@@ -1,6 +1,6 @@
 """Measure every memory scorer side by side: the old cue lists, the offline scorer, the encoder when there is one.
 
-    python llm/memory/evaluate_retrieval.py                  # the four blind sets (cases and pairs): never fitted on
+    python llm/memory/evaluate_retrieval.py                  # the five blind sets (cases and pairs): never fitted on
     python llm/memory/evaluate_retrieval.py --eval llm/memory/research/dev/retrieval_cases_dev.csv \\
         --pairs llm/memory/research/dev/relevance_pairs_dev.csv        # the development set (fitted on)
     python llm/memory/evaluate_retrieval.py --model /tmp/refit.json --encoder /tmp/encoder   # try a refit
