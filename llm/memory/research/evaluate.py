@@ -59,10 +59,17 @@ def _row(label: str, cells: list[str]) -> str:
     return (f"{label:{LABEL_WIDTH}}" + "".join(f"{cell:>20}" for cell in cells)).rstrip()
 
 
+def _progress(rows: list, path: Path, scorer: Scorer):
+    """The rows, with a bar in a terminal while one scorer goes through them (gone when done)."""
+    from tqdm import tqdm
+    return tqdm(rows, desc=f"{path.name}: {scorer.name}", unit="row", leave=False, disable=None, dynamic_ncols=True)
+
+
 def report_cases(path: Path, span: slice, scorers: list[Scorer]) -> None:
     every = read_cases(path)
     cases = select_rows(every, span, path)
-    metrics = [case_metrics(cases, best_picks(scorer, cases), scorer.threshold) for scorer in scorers]
+    metrics = [case_metrics(cases, best_picks(scorer, _progress(cases, path, scorer)), scorer.threshold)
+               for scorer in scorers]
     note = "" if len(cases) == len(every) else f", rows {span.indices(len(every))[0]}:{span.indices(len(every))[1]}"
     print(f"{path.name}: {len(cases)} cases{note}, {metrics[0]['really_none']} of them none")
     print(_row("", [scorer.name for scorer in scorers]))
@@ -75,8 +82,8 @@ def report_cases(path: Path, span: slice, scorers: list[Scorer]) -> None:
 def report_pairs(path: Path, span: slice, scorers: list[Scorer]) -> None:
     every = read_pairs(path)
     pairs = select_rows(every, span, path)
-    metrics = [pair_metrics([scorer.relevance(tag, message) for tag, message, _ in pairs], pairs)
-               for scorer in scorers]
+    metrics = [pair_metrics([scorer.relevance(tag, message) for tag, message, _ in _progress(pairs, path, scorer)],
+                            pairs) for scorer in scorers]
     note = "" if len(pairs) == len(every) else f", rows {span.indices(len(every))[0]}:{span.indices(len(every))[1]}"
     print(f"{path.name}: {len(pairs)} pairs{note}")
     print(_row("", [scorer.name for scorer in scorers]))
