@@ -50,6 +50,17 @@ def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_trained_encoder(tmp_path_factory: pytest.TempPathFactory):
+    """The chats' encoder folder absent, as in a fresh clone, whatever a user has trained into llm/models/ (tests
+    that want one point chat_scorer.ENCODER_DIR at it)."""
+    from llm.memory import chat_scorer
+    trained = chat_scorer.ENCODER_DIR
+    chat_scorer.ENCODER_DIR = tmp_path_factory.mktemp("no-encoder") / "retrieval_encoder"
+    yield
+    chat_scorer.ENCODER_DIR = trained
+
+
 @pytest.fixture(scope="session")
 def small_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Train rows with and without memory tags, and a few valid rows: trains in seconds."""

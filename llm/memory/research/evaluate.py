@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 
 from llm.common.cli import ArgumentParser
-from llm.memory.chat_scorer import ENCODER_DIR
+from llm.memory import chat_scorer
 from llm.memory.relevance import Scorer
 from llm.memory.research.data import BLIND_SETS, read_cases, read_pairs, row_slice, select_rows
 from llm.memory.research.metrics import best_picks, case_metrics, pair_metrics
@@ -48,7 +48,8 @@ def scorers(model: Path | None, encoder: Path | None) -> list[Scorer]:
     from llm.memory.research.cue_scorer import CueScorer
 
     chosen: list[Scorer] = [CueScorer(), OfflineScorer.load(model or MODEL_JSON)]
-    encoder = encoder if encoder is not None else ENCODER_DIR if ENCODER_DIR.exists() else None
+    chats = chat_scorer.ENCODER_DIR
+    encoder = encoder if encoder is not None else chats if chats.exists() else None
     if encoder is not None:
         from llm.memory.encoder_scorer import EncoderScorer
         chosen.append(EncoderScorer.load(encoder))

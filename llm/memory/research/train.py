@@ -12,11 +12,12 @@ top-1 accuracy that keeps none recall >= 0.9 in each case file). The blind sets 
 from pathlib import Path
 
 from llm.common.cli import SEED, ArgumentParser, UserError, float_range, int_range, positive_float, positive_int
-from llm.memory.chat_scorer import ENCODER_DIR
+from llm.memory import chat_scorer
 from llm.memory.research.data import BLIND_DIR, ENCODER_FIT_PAIRS, FIT_CASES, FIT_PAIRS, row_slice
 
 
 def _parser() -> ArgumentParser:
+    chats = chat_scorer.ENCODER_DIR
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=Path, nargs="+", metavar="FILE",
                         help="labelled pairs to fit on (default: the in-repo and first development pairs; "
@@ -25,7 +26,7 @@ def _parser() -> ArgumentParser:
                         help="cases to choose the threshold on (default: the in-repo and both development sets' cases)")
     parser.add_argument("--out", type=Path, metavar="PATH",
                         help="where to save (default: llm/memory/offline_model.json; with --encoder, "
-                             f"{ENCODER_DIR.relative_to(ENCODER_DIR.parents[2])}/, the folder the chats use)")
+                             f"{chats.relative_to(chats.parents[2])}/, the folder the chats use)")
     offline = parser.add_argument_group("the offline scorer")
     offline.add_argument("--rows", type=row_slice, default=slice(None), metavar="START:END",
                          help="fit on these pair rows only (over the files in order) and report the others")
@@ -62,8 +63,8 @@ def main() -> int:
         from llm.common.logs import lines_above_bars
         from llm.memory.research.train_encoder import EncoderOptions, train
         with lines_above_bars():  # its lines (a long --out path) break between words in a terminal
-            return train(EncoderOptions(args.encoder, args.pairs, args.eval, args.out or ENCODER_DIR, args.epochs,
-                                        args.batch_size, args.learning_rate, args.seed, args.folds))
+            return train(EncoderOptions(args.encoder, args.pairs, args.eval, args.out or chat_scorer.ENCODER_DIR,
+                                        args.epochs, args.batch_size, args.learning_rate, args.seed, args.folds))
     from llm.memory.offline_scorer import MODEL_JSON
     from llm.memory.research.train_offline import OfflineOptions, train
     return train(OfflineOptions(args.pairs, args.eval, args.rows, args.c, args.cv, args.out or MODEL_JSON))

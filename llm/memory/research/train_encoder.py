@@ -19,7 +19,7 @@ from pathlib import Path
 from llm.common.cli import UserError
 from llm.common.outputs import check_replaceable, save_folder_atomically
 from llm.memory.encoder_scorer import INFO_FILE, EncoderScorer, memory_text
-from llm.memory.chat_scorer import ENCODER_DIR
+from llm.memory import chat_scorer
 from llm.memory.relevance import message_text
 from llm.common.tags import parse_memory_tag
 from llm.memory.research.data import Case, Pair, case_fold, describe_rows, fold_of, read_cases, read_pairs
@@ -166,8 +166,9 @@ def train(options: EncoderOptions) -> int:
         (staging / INFO_FILE).write_text(json.dumps(info, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
 
     save_folder_atomically(out, write, "retrieval encoder")
-    print(f"saved {out}: " + ("the chats use it from now on" if out == ENCODER_DIR.resolve() else
-                              f"the chats use only {ENCODER_DIR}; evaluate_retrieval.py --encoder {out} measures it"))
+    chats = chat_scorer.ENCODER_DIR
+    print(f"saved {out}: " + ("the chats use it from now on" if out == chats.resolve() else
+                              f"the chats use only {chats}; evaluate_retrieval.py --encoder {out} measures it"))
     return 0
 
 
